@@ -1,0 +1,108 @@
+"""What every Hydra entry point does first and last.
+
+```python
+@hydra.main(version_base=None, config_path="configs", config_name="train")
+def main(cfg):
+    ctx = run.setup_run(cfg)        # output folder, config.yaml, seed, device, process group, logger
+    ...
+    run.write_metrics(ctx.out_dir, {"top1": top1})
+```
+"""
+
+from __future__ import annotations
+
+import json
+import logging as _pylogging
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from . import dist
+from .fsio import atomic_write_text
+from .logging import MetricsWriter, _to_number, get_logger
+
+
+@dataclass
+class RunContext:
+    """Everything an entry point needs about its run."""
+
+    out_dir: Path
+    device: torch.device
+    dist: dist.DistInfo
+    log: _pylogging.Logger
+    metrics: MetricsWriter
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out_dir / "checkpoints"
+
+
+def seed_everything(seed: int, rank: int = 0) -> int:
+    """Seed python, numpy and torch (all devices) with ``seed + rank``; returns the seed used."""
+    s = int(seed) + int(rank)
+    random.seed(s)
+    np.random.seed(s % 2**32)
+    torch.manual_seed(s)
+    return s
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``"auto"`` -> CUDA if available else CPU; ``"cpu"``/``"cuda"``/``"cuda:1"`` as given (checked)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device={name!r} was requested but CUDA is not available; use device=cpu or device=auto")
+    return dev
+
+
+def hydra_output_dir() -> Path | None:
+    """The current Hydra run's output folder, or None outside a Hydra app."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            return Path(HydraConfig.get().runtime.output_dir)
+    except ImportError:  # pragma: no cover
+        pass
+    return None
+
+
+def setup_run(cfg: Any, *, name: str | None = None) -> RunContext:
+    """Prepare a run from its config.
+
+    Reads ``cfg.seed`` (default 0), ``cfg.device`` (default ``"auto"``) and, outside Hydra,
+    ``cfg.output_dir``. Creates the output folder, writes the resolved config to
+    ``config.yaml`` (rank 0), initialises the process group if launched distributed, seeds every
+    RNG with ``seed + rank``, and opens the logger and the metrics writer.
+    """
+    from omegaconf import OmegaConf
+
+    get = (lambda k, d: OmegaConf.select(cfg, k, default=d)) if OmegaConf.is_config(cfg) else (lambda k, d: cfg.get(k, d))
+    info = dist.init(str(get("device", "auto")))
+    device = info.device if info.backend is not None else pick_device(str(get("device", "auto")))
+    out_dir = hydra_output_dir() or Path(get("output_dir", None) or f"outputs/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if info.is_main:
+        text = OmegaConf.to_yaml(cfg, resolve=True) if OmegaConf.is_config(cfg) else json.dumps(cfg, indent=2, default=str)
+        atomic_write_text(out_dir / "config.yaml", text)
+    seed_everything(int(get("seed", 0)), info.rank)
+    log = get_logger(name or "repro", out_dir)
+    log.info("output folder %s | device %s | rank %d/%d", out_dir, device, info.rank, info.world_size)
+    return RunContext(out_dir=out_dir, device=device, dist=info, log=log, metrics=MetricsWriter(out_dir))
+
+
+def write_metrics(out_dir: str | os.PathLike, metrics: Mapping[str, Any], filename: str = "metrics.json") -> Path:
+    """Atomically write the run's final evaluation results as JSON (rank 0 only)."""
+    path = Path(out_dir) / filename
+    if dist.is_main():
+        plain = {k: (_to_number(v) if not isinstance(v, Mapping) else {kk: _to_number(vv) for kk, vv in v.items()})
+                 for k, v in metrics.items()}
+        atomic_write_text(path, json.dumps(plain, indent=2, sort_keys=True) + "\n")
+    return path
