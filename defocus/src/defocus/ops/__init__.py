@@ -1,0 +1,5 @@
+"""Custom ops: the Mamba-1 selective scan (reference, chunked PyTorch, Triton)."""
+
+from .selective_scan import selective_scan, selective_scan_chunked, selective_scan_ref
+
+__all__ = ["selective_scan", "selective_scan_ref", "selective_scan_chunked"]
