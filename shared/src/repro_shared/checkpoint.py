@@ -174,7 +174,7 @@ def save_checkpoint(
             "rng": _rng_state(),
             "config": _plain_config(config),
             "extra": dict(extra or {}),
-            "torch_version": torch.__version__,
+            "torch_version": str(torch.__version__),
         }
         marker = _marker(path)
         if marker.exists():  # overwriting: invalidate the old marker first

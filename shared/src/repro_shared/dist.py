@@ -225,10 +225,11 @@ def deepspeed_initialize(
         "zero_optimization": {"stage": zero_stage},
         "bf16": {"enabled": precision == "bf16"},
         "fp16": {"enabled": precision == "fp16"},
+        "gradient_clipping": gradient_clipping,  # stated explicitly: ZeRO otherwise clips at 1.0
         "steps_per_print": 10**9,
+        # ZeRO partitions the optimizer state of any torch optimizer; DeepSpeed only lists a few as "tested"
+        "zero_allow_untested_optimizer": True,
     }
-    if gradient_clipping > 0:
-        config["gradient_clipping"] = gradient_clipping
     config.update(config_overrides or {})
     engine, _, _, _ = deepspeed.initialize(
         model=model,
