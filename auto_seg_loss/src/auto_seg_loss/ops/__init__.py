@@ -1,0 +1,1 @@
+"""Elementwise and morphological building blocks of the surrogates."""
