@@ -1,0 +1,141 @@
+"""Bezier curve: values, derivatives, degenerate branch, monotonicity, theta map, LUT error, gradcheck."""
+
+import pytest
+import torch
+
+from auto_seg_loss.losses import NUM_CURVES, NUM_PIECES, SEARCHED_CONTROL_POINTS
+from auto_seg_loss.ops.bezier import (
+    BezierCurve, BezierLUT, bezier_lut, bezier_reference, bezier_select, bezier_table, check_monotone,
+    identity_theta, theta_to_control_points,
+)
+
+
+def _curves():
+    for metric, cp in SEARCHED_CONTROL_POINTS.items():
+        per = len(cp) // NUM_CURVES[metric]
+        for k in range(NUM_CURVES[metric]):
+            yield f"{metric}[{k}]", torch.tensor(cp[k * per:(k + 1) * per], dtype=torch.float64)
+
+
+CURVES = list(_curves())
+
+
+def _analytic(x, ctrl):
+    """h and h' from the parametric form, by bisection on t (independent of the closed-form root)."""
+    pts = torch.cat([torch.zeros(2, dtype=torch.float64), ctrl, torch.ones(2, dtype=torch.float64)]).view(-1, 2)
+    n = (len(pts) - 1) // 2
+    ys, ds = [], []
+    for xv in x.tolist():
+        j = 0
+        while j < n - 1 and xv > pts[2 * j + 2, 0]:
+            j += 1
+        p0, p1, p2 = pts[2 * j], pts[2 * j + 1], pts[2 * j + 2]
+        lo, hi = 0.0, 1.0
+        for _ in range(100):
+            t = 0.5 * (lo + hi)
+            xt = (1 - t) ** 2 * p0[0] + 2 * t * (1 - t) * p1[0] + t * t * p2[0]
+            lo, hi = (t, hi) if xt < xv else (lo, t)
+        t = 0.5 * (lo + hi)
+        ys.append(float((1 - t) ** 2 * p0[1] + 2 * t * (1 - t) * p1[1] + t * t * p2[1]))
+        dx = 2 * (1 - t) * (p1[0] - p0[0]) + 2 * t * (p2[0] - p1[0])
+        dy = 2 * (1 - t) * (p1[1] - p0[1]) + 2 * t * (p2[1] - p1[1])
+        ds.append(float(dy / dx))
+    return torch.tensor(ys, dtype=torch.float64), torch.tensor(ds, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("name,ctrl", CURVES, ids=[c[0] for c in CURVES])
+def test_values_and_derivatives_match_parametric_form(name, ctrl):
+    x = torch.linspace(0.013, 0.987, 37, dtype=torch.float64)
+    y_ref, d_ref = _analytic(x, ctrl)
+    for fn in (bezier_reference, bezier_select):
+        xx = x.clone().requires_grad_()
+        y = fn(xx, ctrl)
+        (d,) = torch.autograd.grad(y.sum(), xx)
+        assert torch.allclose(y, y_ref, atol=1e-10), name
+        assert torch.allclose(d, d_ref, rtol=1e-6, atol=1e-8), name
+
+
+def test_released_curve_values_from_spec():
+    x = torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95], dtype=torch.float64)
+    cp = torch.tensor(SEARCHED_CONTROL_POINTS["mIoU"], dtype=torch.float64)
+    assert torch.allclose(bezier_reference(x, cp[:6]), torch.tensor([.41, .68, .76, .86, .97], dtype=torch.float64), atol=6e-3)
+    assert torch.allclose(bezier_reference(x, cp[6:]), torch.tensor([.002, .04, .19, .61, .985], dtype=torch.float64), atol=6e-3)
+    macc = torch.tensor(SEARCHED_CONTROL_POINTS["mAcc"], dtype=torch.float64)
+    assert torch.allclose(bezier_reference(x, macc), torch.tensor([.40, .73, .83, .90, .98], dtype=torch.float64), atol=6e-3)
+
+
+def test_end_points_fixed_and_degenerate_branch():
+    x = torch.rand(1000, dtype=torch.float64)
+    # identity curves take the a == 1/2 branch on every piece and are exactly y = x
+    for n in (1, 2, 3):
+        cp = theta_to_control_points(identity_theta(n), n)
+        if n < 3:  # n = 3: a = 1/2 only up to rounding -> the official form cancels (2a - 1 ~ 1e-16)
+            assert torch.allclose(bezier_reference(x, cp), x, atol=1e-12)
+        assert torch.allclose(bezier_select(x, cp), x, atol=1e-12)
+    cp3 = theta_to_control_points(identity_theta(3), 3)
+    assert float((bezier_reference(x, cp3) - x).abs().max()) > 1e-3  # documented official weakness
+    # mixed: piece 0 degenerate (a = 1/2), piece 1 not
+    cp = torch.tensor([0.2, 0.5, 0.4, 0.6, 0.5, 0.9], dtype=torch.float64)
+    xx = x.clone().requires_grad_()
+    y_ref, d_ref = _analytic(x, cp)
+    for fn in (bezier_reference, bezier_select):
+        y = fn(xx, cp)
+        (d,) = torch.autograd.grad(y.sum(), xx)
+        assert torch.allclose(y, y_ref, atol=1e-10)
+        assert torch.allclose(d, d_ref, rtol=1e-6)
+    for _, c in CURVES:
+        ends = bezier_reference(torch.tensor([0.0, 1.0], dtype=torch.float64), c)
+        assert ends.tolist() == [0.0, 1.0]
+        assert bezier_lut(torch.tensor([0.0, 1.0]), c).tolist() == [0.0, 1.0]
+
+
+def test_searched_and_random_curves_are_monotone():
+    grid = torch.linspace(0, 1, 20001, dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    thetas = torch.rand(200, 12, generator=g, dtype=torch.float64).clamp(1e-3, 1 - 1e-3)
+    cps = theta_to_control_points(thetas, 2)
+    for cp in list(cps.view(-1, 6)) + [c for _, c in CURVES]:
+        check_monotone(cp)
+        y = bezier_select(grid, cp)
+        assert bool((y[1:] >= y[:-1] - 1e-12).all())
+        assert 0.0 <= float(y.min()) and float(y.max()) <= 1.0 + 1e-12
+
+
+def test_theta_map_matches_recursion_and_rejects_bad_length():
+    th = torch.tensor([0.5, 0.2, 0.5, 0.5, 0.1, 1.0])
+    cp = theta_to_control_points(th, 2)
+    assert torch.allclose(cp, torch.tensor([0.5, 0.2, 0.75, 0.6, 0.775, 1.0]))
+    with pytest.raises(ValueError, match="multiple"):
+        theta_to_control_points(torch.rand(5), 2)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        BezierCurve([0.5, 0.5, 0.4, 0.6, 0.7, 0.8])
+
+
+def test_reference_and_select_agree_everywhere():
+    x = torch.rand(100000, dtype=torch.float64)
+    x[:10] = torch.tensor([0.0, 1.0, 0.5, 0.25, 0.75, 1e-9, 1 - 1e-9, 0.3386, 0.6253, 0.8342], dtype=torch.float64)
+    for name, c in CURVES:
+        assert torch.allclose(bezier_reference(x, c), bezier_select(x, c), atol=1e-12), name
+
+
+def test_lut_error_bound():
+    """LUT with 2^16 bins: error < 2e-3 overall (near-vertical piece ends), < 1e-4 for x > 0.01, <1e-6 for BF1/mAcc
+    curves."""
+    x = torch.rand(200000, dtype=torch.float64)
+    for name, c in CURVES:
+        err = (bezier_lut(x, c) - bezier_reference(x, c)).abs()
+        assert float(err.max()) < 2e-3, name
+        assert float(err[x > 0.01].max()) < 1e-4, name
+        if name.startswith(("BF1", "mAcc", "gAcc")):
+            assert float(err.max()) < 1e-6, name
+
+
+def test_gradcheck_reference_select_lut():
+    c = torch.tensor(SEARCHED_CONTROL_POINTS["mIoU"][6:], dtype=torch.float64)
+    x = (torch.rand(40, dtype=torch.float64) * 0.98 + 0.01).requires_grad_()
+    assert torch.autograd.gradcheck(lambda z: bezier_reference(z, c), (x,))
+    assert torch.autograd.gradcheck(lambda z: bezier_select(z, c), (x,))
+    table = bezier_table(c, 1 << 10)
+    # keep away from table nodes (the interpolant has kinks there)
+    xl = ((torch.randint(1, 1000, (40,)).double() + 0.5) / 1024).requires_grad_()
+    assert torch.autograd.gradcheck(lambda z: BezierLUT.apply(z, table), (xl,))
