@@ -1,0 +1,134 @@
+"""Over-focus diagnostic for causal token models (paper App. B.1, scalarised as in spec §8.2).
+
+For block ``l`` with input tokens X (b, L, H) and output Y (b, L, H), image tokens s = 0..L-2:
+* gradient map      g_s    = ||dCE(head(CLS), y) / dX_s||          (same CLS-only loss for every model)
+* CLS receptive field r_s   = ||d||Y_CLS|| / dX_s||
+* attention map     M[t, s] = ||d||Y_t|| / dX_s||, s < t (diagonal = residual, set to 0); s > t is 0 by causality
+Each map is normalised to a distribution over the eligible image tokens and summarised by
+* normalised entropy  H = -sum p log p / log n (1 = uniform, 0 = one token),
+* top mass            share of mass on the top ceil(f n) tokens (f = 0.1),
+* front-half mass     share on the first half of the raster sequence,
+and for M: mean row entropy, column concentration (share of all mass in the top-f key columns: the
+"vertical stripes" of paper Fig. 1) and the mean pairwise cosine similarity of rows. Over-focus =
+low entropy, high top mass, low front-half mass, high column concentration.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .models.defocus_mamba import DefocusMamba
+
+__all__ = ["concentration", "block_maps", "overfocus_report", "plot_maps"]
+
+
+def concentration(w: Tensor, top_fraction: float = 0.1) -> dict[str, Tensor]:
+    """w (b, n) non-negative weights -> per-sample entropy, top mass, front-half mass, each (b,)."""
+    n = w.shape[-1]
+    p = w / w.sum(-1, keepdim=True).clamp_min(1e-30)
+    ent = -(p * torch.log(p.clamp_min(1e-30))).sum(-1) / math.log(n) if n > 1 else torch.ones(w.shape[0])
+    k = max(1, math.ceil(top_fraction * n))
+    top = p.topk(k, dim=-1).values.sum(-1)
+    front = p[:, : n // 2].sum(-1) if n > 1 else torch.zeros(w.shape[0])
+    return {"entropy": ent, "top_mass": top, "front_mass": front}
+
+
+def _block_input(model: DefocusMamba, images: Tensor, layer: int) -> Tensor:
+    with torch.no_grad():
+        h = model.embed(images)
+        for blk in model.blocks[:layer]:
+            h = blk(h)
+    return h.detach().requires_grad_(True)
+
+
+def block_maps(model: DefocusMamba, images: Tensor, labels: Tensor, layer: int) -> dict[str, Tensor]:
+    """Gradient map g (b, L-1), CLS receptive field r (b, L-1) and attention map M (b, L, L) at block ``layer``.
+
+    Runs in eval mode (no drop path); one backward per query row for M.
+    """
+    model.eval()
+    X = _block_input(model, images, layer)
+    # gradient map of the CLS-only loss
+    h = X
+    for blk in model.blocks[layer:]:
+        h = blk(h)
+    loss = F.cross_entropy(model.head(model.norm(h)[:, -1]).float(), labels, reduction="sum")
+    g = torch.autograd.grad(loss, X)[0].norm(dim=-1)[:, :-1]
+    # receptive field of the CLS output and the full approximate attention map of this block
+    Y = model.blocks[layer](X)
+    norms = Y.float().norm(dim=-1)  # (b, L)
+    L = X.shape[1]
+    rows = [torch.autograd.grad(norms[:, t].sum(), X, retain_graph=t < L - 1)[0].norm(dim=-1) for t in range(L)]
+    M = torch.stack(rows, dim=1)  # (b, t, s)
+    M = M * (1 - torch.eye(L, dtype=M.dtype))  # remove the residual diagonal
+    return {"grad": g.detach(), "cls_rf": M[:, -1, :-1].detach(), "attn": M.detach()}
+
+
+def _attn_metrics(M: Tensor, top_fraction: float) -> dict[str, float]:
+    """Row entropy, column concentration and row cosine similarity of M (b, L, L) over image keys."""
+    Mi = M[:, :, :-1]  # keys: image tokens
+    n_keys = Mi.shape[-1]
+    ents = []
+    for t in range(2, M.shape[1]):  # queries with at least two earlier image keys
+        k = min(t, n_keys)
+        ents.append(concentration(Mi[:, t, :k], top_fraction)["entropy"])
+    row_entropy = torch.stack(ents, 1).mean().item()
+    col_mass = Mi.sum(1)  # (b, n_keys)
+    col_top = concentration(col_mass, top_fraction)["top_mass"].mean().item()
+    rows = F.normalize(Mi[:, 1:], dim=-1)  # (b, L-1, n_keys), skip the first row (no earlier key)
+    sim = rows @ rows.transpose(1, 2)
+    r = sim.shape[1]
+    off = (sim.sum((1, 2)) - sim.diagonal(dim1=1, dim2=2).sum(-1)) / (r * (r - 1))
+    return {"attn_row_entropy": row_entropy, "attn_col_top_mass": col_top, "attn_row_cos": off.mean().item()}
+
+
+def overfocus_report(model: DefocusMamba, images: Tensor, labels: Tensor, layers=(-2,), top_fraction: float = 0.1,
+                     batch_size: int = 64) -> tuple[dict[str, float], dict[int, dict[str, Tensor]]]:
+    """Scalar over-focus metrics per block (keys ``b{l}_...``) and the image-averaged maps for plotting."""
+    metrics: dict[str, float] = {}
+    maps: dict[int, dict[str, Tensor]] = {}
+    for layer in layers:
+        li = layer % model.depth
+        parts = [block_maps(model, images[i:i + batch_size], labels[i:i + batch_size], li)
+                 for i in range(0, len(images), batch_size)]
+        m = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        for name in ("grad", "cls_rf"):
+            for k, v in concentration(m[name], top_fraction).items():
+                metrics[f"b{li}_{name}_{k}"] = v.mean().item()
+        metrics.update({f"b{li}_{k}": v for k, v in _attn_metrics(m["attn"], top_fraction).items()})
+        maps[li] = {k: (v / v.amax(dim=tuple(range(1, v.dim())), keepdim=True).clamp_min(1e-30)).mean(0)
+                    for k, v in m.items()}
+    return metrics, maps
+
+
+def plot_maps(maps: dict[int, dict[str, Tensor]], grid: tuple[int, int], path: str | Path, title: str = "") -> Path:
+    """PNG: per block, the attention map M (query x key), the gradient map and the CLS receptive field on
+    the patch grid (each normalised by its max per image, then averaged)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(maps), 3, figsize=(11, 3.6 * len(maps)), squeeze=False)
+    for row, (li, m) in enumerate(sorted(maps.items())):
+        ax = axes[row]
+        im = ax[0].imshow(m["attn"].numpy(), cmap="viridis")
+        ax[0].set(title=f"block {li}: attention map ||dY_t/dX_s||", xlabel="key s", ylabel="query t")
+        fig.colorbar(im, ax=ax[0], fraction=0.046)
+        for a, k, name in ((ax[1], "grad", "gradient map ||dCE/dX_s||"), (ax[2], "cls_rf", "CLS receptive field")):
+            im = a.imshow(m[k].reshape(grid).numpy(), cmap="magma")
+            a.set(title=f"block {li}: {name}")
+            a.axis("off")
+            fig.colorbar(im, ax=a, fraction=0.046)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
