@@ -1,0 +1,256 @@
+"""Objectives (spec §3): BEV head (Hungarian matching, focal + smooth-L1, per layer and group) and the
+DD3D perspective loss (FCOS targets, 2D losses, disentangled 3D corner losses, conf3d, attr, speed).
+
+Total: L = lambda_bev * L_bev + lambda_pers * L_pers (paper §3.2; lambda = 1 / 1).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+
+from .models.dd3d import (SIZES_OF_INTEREST, box3d_corners, canonical_sizes, flatten_level_maps, locations_of,
+                          predictions_to_boxes3d, quat_to_matrix)
+
+CODE_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.2, 0.2)
+
+
+# ------------------------------------------------------------------------------------------ BEV head (§3.1)
+def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0):
+    """Elementwise sigmoid focal loss (spec §6.2): alpha_t (1 - p_t)^gamma BCE(x, t)."""
+    p = logits.sigmoid()
+    p_t = p * targets + (1 - p) * (1 - targets)
+    a_t = alpha * targets + (1 - alpha) * (1 - targets)
+    return a_t * (1 - p_t).pow(gamma) * F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+
+
+def smooth_l1(x: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+    ax = x.abs()
+    return torch.where(ax < beta, 0.5 * ax * ax / beta, ax - 0.5 * beta)
+
+
+def normalize_bbox(boxes: torch.Tensor) -> torch.Tensor:
+    """(n, 9) (x, y, z_c, w, l, h, yaw, vx, vy) -> (n, 10) (x, y, log w, log l, z_c, log h, sin, cos, vx, vy)."""
+    x, y, z, w, l, h, yaw, vx, vy = boxes.unbind(-1)
+    return torch.stack([x, y, w.log(), l.log(), z, h.log(), yaw.sin(), yaw.cos(), vx, vy], -1)
+
+
+@torch.no_grad()
+def hungarian_match(cls_logits: torch.Tensor, bbox_pred: torch.Tensor, gt_norm: torch.Tensor,
+                    gt_labels: torch.Tensor, cls_weight: float = 2.0, reg_weight: float = 0.75):
+    """Official 3D Hungarian assignment. cls_logits (Q, K), bbox_pred (Q, 10), gt_norm (n, 10) -> (q_idx, gt_idx).
+
+    C = 2.0 * FocalCost + 0.75 * sum_{d<8} smoothL1_{beta=1}(pred_d - gt_d)   (spec §3.1).
+    """
+    if gt_norm.shape[0] == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=cls_logits.device)
+        return empty, empty
+    eps, alpha, gamma = 1e-12, 0.25, 2.0
+    p = cls_logits.float().sigmoid()[:, gt_labels]
+    neg = -(1 - p + eps).log() * (1 - alpha) * p.pow(gamma)
+    pos = -(p + eps).log() * alpha * (1 - p).pow(gamma)
+    c_cls = pos - neg
+    c_reg = smooth_l1(bbox_pred[:, None, :8].float() - gt_norm[None, :, :8].float()).sum(-1)
+    cost = (cls_weight * c_cls + reg_weight * c_reg).nan_to_num(1e8, 1e8, -1e8).cpu().numpy()
+    qi, gi = linear_sum_assignment(cost)
+    dev = cls_logits.device
+    return torch.as_tensor(qi, dtype=torch.long, device=dev), torch.as_tensor(gi, dtype=torch.long, device=dev)
+
+
+def bev_head_loss(all_cls: torch.Tensor, all_reg: torch.Tensor, gt_boxes: list, gt_labels: list, groups: int = 1,
+                  cls_weight: float = 2.0, bbox_weight: float = 0.75) -> dict:
+    """L_bev (spec §3.1). all_cls (L, B, Q_total, K), all_reg (L, B, Q_total, 10) with Q_total = G * Qg
+    (groups contiguous). Returns ``loss_cls``/``loss_bbox`` (last layer), ``d{i}.loss_*`` (earlier layers),
+    each averaged over groups."""
+    L, B, Qt, K = all_cls.shape
+    Qg = Qt // groups
+    gt_norm = [normalize_bbox(g) for g in gt_boxes]
+    num_pos = max(sum(len(g) for g in gt_boxes), 1)  # avg_factor (single process; all-reduced under DDP)
+    cw = all_reg.new_tensor(CODE_WEIGHTS)
+    losses = {}
+    for lid in range(L):
+        l_cls = all_cls.new_zeros(())
+        l_box = all_cls.new_zeros(())
+        for g in range(groups):
+            sl = slice(g * Qg, (g + 1) * Qg)
+            for b in range(B):
+                cls, reg = all_cls[lid, b, sl], all_reg[lid, b, sl]
+                qi, gi = hungarian_match(cls, reg, gt_norm[b], gt_labels[b])
+                target = torch.zeros_like(cls)
+                target[qi, gt_labels[b][gi]] = 1.0
+                l_cls = l_cls + sigmoid_focal_loss(cls, target).sum()
+                if len(qi):
+                    tgt = gt_norm[b][gi]
+                    ok = torch.isfinite(tgt).all(-1, keepdim=True).to(reg)
+                    diff = (reg[qi] - tgt.nan_to_num()) * ok
+                    l_box = l_box + (smooth_l1(diff) * cw).sum()
+        prefix = "" if lid == L - 1 else f"d{lid}."
+        losses[prefix + "loss_cls"] = (cls_weight * l_cls / num_pos / groups).nan_to_num()
+        losses[prefix + "loss_bbox"] = (bbox_weight * l_box / num_pos / groups).nan_to_num()
+    return losses
+
+
+# --------------------------------------------------------------------------------------- DD3D (§3.2)
+def dd3d_smooth_l1(x: torch.Tensor, beta: float = 0.05, fixed: bool = False) -> torch.Tensor:
+    """Official DD3D sl1: 0.5 x^2 for |x| < beta (no /beta), |x| - 0.5 beta otherwise; ``fixed`` = standard."""
+    if fixed:
+        return smooth_l1(x, beta)
+    ax = x.abs()
+    return torch.where(ax < beta, 0.5 * ax * ax, ax - 0.5 * beta)
+
+
+@torch.no_grad()
+def fcos_targets(locations: torch.Tensor, level_ids: torch.Tensor, strides, boxes2d: torch.Tensor,
+                 center_radius: float = 1.5) -> tuple:
+    """FCOS assignment of one image (spec §3.2). locations (S, 2), boxes2d (m, 4).
+
+    Returns matched gt index per location (S,) (-1 = background) and ltrb targets (S, 4).
+    """
+    S = locations.shape[0]
+    if boxes2d.shape[0] == 0:
+        return torch.full((S,), -1, dtype=torch.long, device=locations.device), locations.new_zeros(S, 4)
+    x, y = locations[:, 0:1], locations[:, 1:2]
+    x1, y1, x2, y2 = boxes2d.unbind(-1)
+    ltrb = torch.stack([x - x1, y - y1, x2 - x, y2 - y], -1)  # (S, m, 4)
+    stride = locations.new_tensor(strides)[level_ids][:, None] * center_radius
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    cb = torch.stack([torch.maximum(cx - stride, x1), torch.maximum(cy - stride, y1),
+                      torch.minimum(cx + stride, x2), torch.minimum(cy + stride, y2)], -1)
+    in_centre = torch.stack([x - cb[..., 0], y - cb[..., 1], cb[..., 2] - x, cb[..., 3] - y], -1).min(-1)[0] > 0
+    max_reg = ltrb.max(-1)[0]
+    soi = locations.new_tensor(SIZES_OF_INTEREST)[level_ids]
+    in_range = (max_reg >= soi[:, 0:1]) & (max_reg <= soi[:, 1:2])
+    area = ((x2 - x1) * (y2 - y1))[None].expand(S, -1).clone()
+    area[~(in_centre & in_range)] = float("inf")
+    min_area, idx = area.min(-1)
+    idx[torch.isinf(min_area)] = -1
+    return idx, ltrb[torch.arange(S, device=locations.device), idx.clamp(min=0)]
+
+
+def _giou_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """DD3D IOULoss('giou') on ltrb boxes, IoU smoothed (I + 1) / (U + 1)."""
+    pa = (pred[:, 0] + pred[:, 2]) * (pred[:, 1] + pred[:, 3])
+    ta = (target[:, 0] + target[:, 2]) * (target[:, 1] + target[:, 3])
+    wi = torch.minimum(pred[:, 0], target[:, 0]) + torch.minimum(pred[:, 2], target[:, 2])
+    hi = torch.minimum(pred[:, 1], target[:, 1]) + torch.minimum(pred[:, 3], target[:, 3])
+    wg = torch.maximum(pred[:, 0], target[:, 0]) + torch.maximum(pred[:, 2], target[:, 2])
+    hg = torch.maximum(pred[:, 1], target[:, 1]) + torch.maximum(pred[:, 3], target[:, 3])
+    inter = wi * hi
+    union = ta + pa - inter
+    ious = (inter + 1.0) / (union + 1.0)
+    enclose = wg * hg + 1e-7
+    return 1 - (ious - (enclose - union) / enclose)
+
+
+def dd3d_loss(out: dict, targets: list, strides, fix_smooth_l1: bool = False) -> dict:
+    """L_pers (spec §3.2). ``out`` from ``NuscenesDD3D`` over n images; ``targets``: n dicts with boxes2d,
+    labels, box3d (m, 10) = (qw, qx, qy, qz, tx, ty, tz, w, l, h) camera frame, attr, speed, K (3, 3)."""
+    n, K = out["cls"][0].shape[:2]
+    dev = out["cls"][0].device
+    locs, lvl = locations_of([m.shape[-2:] for m in out["cls"]], strides, dev)
+    S = locs.shape[0]
+    cls = flatten_level_maps(out["cls"])  # (n, S, K)
+    box2d, ctr = flatten_level_maps(out["box2d"]), flatten_level_maps(out["ctr"])[..., 0]
+    quat, pc = flatten_level_maps(out["quat"], 4), flatten_level_maps(out["proj_ctr"], 2)
+    depth, size = flatten_level_maps(out["depth"]), flatten_level_maps(out["size"], 3)
+    conf, attr, speed = flatten_level_maps(out["conf3d"]), flatten_level_maps(out["attr"]), flatten_level_maps(
+        out["speed"])[..., 0]
+    im_idx, loc_idx, gt_of = [], [], []
+    labels_all = torch.zeros(n, S, K, device=dev)
+    ltrb_t = []
+    flat_targets = {k: [] for k in ("box3d", "labels", "attr", "speed", "K")}
+    offset = 0
+    for i, t in enumerate(targets):
+        idx, ltrb = fcos_targets(locs, lvl, strides, t["boxes2d"].to(dev))
+        pos = (idx >= 0).nonzero().flatten()
+        labels_all[i, pos, t["labels"].to(dev)[idx[pos]]] = 1.0
+        im_idx.append(torch.full_like(pos, i))
+        loc_idx.append(pos)
+        gt_of.append(idx[pos] + offset)
+        ltrb_t.append(ltrb[pos])
+        offset += len(t["labels"])
+        for k in ("box3d", "labels", "attr", "speed"):
+            flat_targets[k].append(t[k].to(dev))
+        flat_targets["K"].append(t["K"].to(dev)[None].expand(len(t["labels"]), 3, 3))
+    im_idx, loc_idx, gt_of, ltrb_t = (torch.cat(x) for x in (im_idx, loc_idx, gt_of, ltrb_t))
+    ft = {k: torch.cat(v) for k, v in flat_targets.items()}
+    num_pos = max(float(len(loc_idx)), 1.0)
+    losses = {"loss_cls2d": sigmoid_focal_loss(cls, labels_all).sum() / num_pos}
+    zero = sum(m.sum() for maps in out.values() for m in maps) * 0.0  # keeps every head output in the graph
+    if len(loc_idx) == 0:
+        for k in ("loss_box2d", "loss_centerness", "loss_box3d_quat", "loss_box3d_proj_ctr", "loss_box3d_depth",
+                  "loss_box3d_size", "loss_conf3d", "loss_attr", "loss_speed"):
+            losses[k] = zero
+        return losses
+    l, r, tt, b = ltrb_t.unbind(-1)
+    ctr_t = ((torch.minimum(l, r) / torch.maximum(l, r)) * (torch.minimum(tt, b) / torch.maximum(tt, b))).sqrt()
+    denom = max(float(ctr_t.sum()), 1e-6)
+    losses["loss_box2d"] = (_giou_loss(box2d[im_idx, loc_idx], ltrb_t) * ctr_t).sum() / denom
+    losses["loss_centerness"] = F.binary_cross_entropy_with_logits(ctr[im_idx, loc_idx], ctr_t,
+                                                                   reduction="sum") / num_pos
+    # 3D: class-specific channels of the GT class
+    lab = ft["labels"][gt_of]
+    ar = torch.arange(len(lab), device=dev)
+    Kmat = ft["K"][gt_of]
+    inv_K = torch.linalg.inv(Kmat)
+    pred = predictions_to_boxes3d(quat[im_idx, loc_idx][ar, :, lab], pc[im_idx, loc_idx][ar, :, lab],
+                                  depth[im_idx, loc_idx][ar, lab], size[im_idx, loc_idx][ar, :, lab],
+                                  locs[loc_idx], inv_K, canonical_sizes(dev)[lab])
+    gt = ft["box3d"][gt_of]
+    R_gt, c_gt, wlh_gt = quat_to_matrix(gt[:, :4] / gt[:, :4].norm(dim=-1, keepdim=True)), gt[:, 4:7], gt[:, 7:10]
+    uvw = torch.einsum("nij,nj->ni", Kmat, c_gt)
+    uv_gt, z_gt = uvw[:, :2] / uvw[:, 2:3], c_gt[:, 2]
+    corners_gt = box3d_corners(R_gt, c_gt, wlh_gt)
+
+    def unproject(uv, z):
+        return torch.einsum("nij,nj->ni", inv_K, torch.cat([uv, torch.ones_like(uv[:, :1])], -1)) * z[:, None]
+
+    variants = {"quat": (pred["R"], c_gt, wlh_gt), "proj_ctr": (R_gt, unproject(pred["proj_ctr"], z_gt), wlh_gt),
+                "depth": (R_gt, unproject(uv_gt, pred["depth"]), wlh_gt), "size": (R_gt, c_gt, pred["wlh"])}
+    for name, (R, c, wlh) in variants.items():
+        e = dd3d_smooth_l1(box3d_corners(R, c, wlh) - corners_gt, fixed=fix_smooth_l1).flatten(1).mean(-1)
+        losses[f"loss_box3d_{name}"] = 2.0 * (ctr_t * e).sum() / denom
+    full = box3d_corners(pred["R"], pred["centre"], pred["wlh"])
+    err = (full - corners_gt).abs().flatten(1).mean(-1).detach()
+    conf_t = torch.exp(-err / 1.0)
+    losses["loss_conf3d"] = (F.binary_cross_entropy_with_logits(conf[im_idx, loc_idx][ar, lab], conf_t,
+                                                                reduction="none") * ctr_t).sum() / denom
+    a_t = ft["attr"][gt_of]
+    ok = a_t != 3
+    losses["loss_attr"] = 0.2 * (F.cross_entropy(attr[im_idx, loc_idx][ok], a_t[ok]) if ok.any() else zero)
+    s_t = ft["speed"][gt_of]
+    ok = torch.isfinite(s_t)
+    if ok.any():
+        w = ctr_t[ok]
+        losses["loss_speed"] = 0.2 * (w * smooth_l1(speed[im_idx, loc_idx][ok] - s_t[ok], 0.05)).sum() / w.sum().clamp(
+            min=1e-6)
+    else:
+        losses["loss_speed"] = zero
+    return losses
+
+
+def total_loss(losses: dict, lambda_bev: float = 1.0, lambda_pers: float = 1.0) -> torch.Tensor:
+    """L = lambda_bev * L_bev + lambda_pers * L_pers (paper Eq. 1); perspective keys start with ``pers.``."""
+    bev = sum(v for k, v in losses.items() if not k.startswith("pers."))
+    pers = sum(v for k, v in losses.items() if k.startswith("pers."))
+    return lambda_bev * bev + lambda_pers * pers
+
+
+def detector_losses(out: dict, batch: dict, groups: int, perspective: bool, fix_smooth_l1: bool = False) -> dict:
+    """All loss terms of one batch: BEV head (every decoder layer, every group) and, if enabled, ``pers.*``
+    DD3D terms on the camera images that have mono GT (spec §3.3 step 4)."""
+    losses = bev_head_loss(out["all_cls"], out["all_reg"], batch["gt_boxes"], batch["gt_labels"], groups)
+    if perspective and out.get("dd3d") is not None:
+        idx, targets = [], []
+        for b, cams in enumerate(batch["mono"]):
+            for n, t in enumerate(cams):
+                if t is not None and len(t["labels"]) > 0:
+                    idx.append(b * len(cams) + n)
+                    targets.append(t)
+        if idx:
+            sel = torch.tensor(idx, device=out["all_cls"].device)
+            sub = {k: [m.index_select(0, sel) for m in v] for k, v in out["dd3d"].items()}
+            for k, v in dd3d_loss(sub, targets, (8, 16, 32, 64, 128), fix_smooth_l1).items():
+                losses["pers." + k] = v
+    return losses

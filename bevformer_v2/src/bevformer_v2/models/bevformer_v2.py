@@ -1,0 +1,241 @@
+"""BEVFormer v2 detector (spec §2.1): backbone + FPN -> BEV encoder (+ history, fusion) -> Group-DETR decoder,
+with the DD3D perspective head (training loss, and proposals for the two-stage hybrid queries, §2.8).
+
+Official module names: ``img_backbone``, ``img_neck``, ``pts_bbox_head`` (``bev_embedding``,
+``positional_encoding``, ``query_embedding``, ``transformer``, ``cls_branches``, ``reg_branches``),
+``fcos3d_bbox_head``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+from torchvision.ops import nms
+
+from ..data.constants import PC_RANGE, POST_CENTER_RANGE
+from .backbone import FPN, GridMask, build_backbone
+from .dd3d import NuscenesDD3D, dd3d_inference
+from .transformer import PerceptionTransformerV2, inverse_sigmoid
+
+
+class LearnedPositionalEncoding(nn.Module):
+    """mmdet LearnedPositionalEncoding: pos[:, :, i, j] = cat(col_embed[j], row_embed[i])."""
+
+    def __init__(self, num_feats: int, row_num_embed: int, col_num_embed: int):
+        super().__init__()
+        self.row_embed = nn.Embedding(row_num_embed, num_feats)
+        self.col_embed = nn.Embedding(col_num_embed, num_feats)
+
+    def forward(self, B: int, H: int, W: int) -> torch.Tensor:
+        """-> (B, H*W, 2 * num_feats), row-major."""
+        x = self.col_embed.weight[:W][None].expand(H, W, -1)
+        y = self.row_embed.weight[:H][:, None].expand(H, W, -1)
+        return torch.cat([x, y], -1).flatten(0, 1)[None].expand(B, -1, -1)
+
+
+class BEVFormerHead(nn.Module):
+    """BEV queries, object queries (Group DETR), the transformer, cls/reg branches, hybrid proposal queries."""
+
+    def __init__(self, num_classes=10, embed_dims=256, bev_h=200, bev_w=200, num_query=900, group_detr=1,
+                 num_reg_fcs=2, code_size=10, transformer: dict | None = None, pc_range=PC_RANGE,
+                 two_stage: bool = False, num_proposals: int = 100):
+        super().__init__()
+        self.num_classes, self.embed_dims, self.bev_h, self.bev_w = num_classes, embed_dims, bev_h, bev_w
+        self.num_query, self.group_detr, self.pc_range = num_query, group_detr, tuple(pc_range)
+        self.two_stage, self.num_proposals = two_stage, num_proposals
+        self.bev_embedding = nn.Embedding(bev_h * bev_w, embed_dims)
+        self.positional_encoding = LearnedPositionalEncoding(embed_dims // 2, bev_h, bev_w)
+        self.query_embedding = nn.Embedding(num_query * group_detr, embed_dims * 2)
+        self.transformer = PerceptionTransformerV2(embed_dims=embed_dims, pc_range=pc_range, **(transformer or {}))
+        n_layers = len(self.transformer.decoder.layers)
+        self.cls_branches = nn.ModuleList()
+        self.reg_branches = nn.ModuleList()
+        for _ in range(n_layers):
+            cls = []
+            for _ in range(num_reg_fcs):
+                cls += [nn.Linear(embed_dims, embed_dims), nn.LayerNorm(embed_dims), nn.ReLU(inplace=True)]
+            cls.append(nn.Linear(embed_dims, num_classes))
+            nn.init.constant_(cls[-1].bias, -math.log((1 - 0.01) / 0.01))  # bias_init_with_prob(0.01)
+            reg = []
+            for _ in range(num_reg_fcs):
+                reg += [nn.Linear(embed_dims, embed_dims), nn.ReLU()]
+            reg.append(nn.Linear(embed_dims, code_size))
+            self.cls_branches.append(nn.Sequential(*cls))
+            self.reg_branches.append(nn.Sequential(*reg))
+        if two_stage:  # spec §2.8 [design]
+            self.proposal_query = nn.Embedding(num_proposals, embed_dims)
+            self.proposal_pos = nn.Embedding(num_proposals, embed_dims)
+            self.proposal_pos_mlp = nn.Sequential(nn.Linear(3, embed_dims), nn.ReLU(inplace=True),
+                                                  nn.Linear(embed_dims, embed_dims))
+
+    def encode(self, mlvl_feats, lidar2img, img_shape, bda=None):
+        """mlvl_feats: 4 maps (B, N, C, h, w) -> BEV (B, H*W, C)."""
+        B = mlvl_feats[0].shape[0]
+        q = self.bev_embedding.weight[None].expand(B, -1, -1)
+        pos = self.positional_encoding(B, self.bev_h, self.bev_w)
+        return self.transformer.encode(mlvl_feats, q, pos, self.bev_h, self.bev_w, lidar2img, img_shape, bda)
+
+    def _queries(self, B: int, proposals: torch.Tensor | None):
+        """Learned (+ proposal) queries. proposals (B, K2, 3) normalised centres or None.
+
+        Returns query, query_pos (B, Q_total, C), reference (B, Q_total, 3); groups contiguous.
+        """
+        G = self.group_detr if self.training else 1
+        emb = self.query_embedding.weight[: self.num_query * G]
+        pos, content = emb.split(self.embed_dims, dim=1)
+        ref = self.transformer.reference_points(pos).sigmoid()
+        pos, content, ref = (t[None].expand(B, -1, -1) for t in (pos, content, ref))
+        if not self.two_stage:
+            return content, pos, ref
+        C, K2 = self.embed_dims, self.num_proposals
+        p_ref = proposals.detach()
+        p_pos = self.proposal_pos.weight[None] + self.proposal_pos_mlp(p_ref)
+        p_q = self.proposal_query.weight[None].expand(B, -1, -1)
+        per = [(content.view(B, G, -1, C), p_q), (pos.view(B, G, -1, C), p_pos), (ref.view(B, G, -1, 3), p_ref)]
+        out = []
+        for learned, prop in per:
+            prop = prop[:, None].expand(B, G, K2, prop.shape[-1])
+            out.append(torch.cat([learned, prop], 2).flatten(1, 2))
+        return out
+
+    def decode(self, value, proposals=None):
+        """value (B, HW, C) -> all_cls (L, B, Q, K), all_reg (L, B, Q, 10) with metric centres (spec §2.6)."""
+        B = value.shape[0]
+        query, query_pos, ref = self._queries(B, proposals)
+        states, refs = self.transformer.decode(value, query, query_pos, ref, self.reg_branches, self.bev_h, self.bev_w)
+        all_cls, all_reg = [], []
+        r = self.pc_range
+        for lid in range(states.shape[0]):
+            cls = self.cls_branches[lid](states[lid])
+            t = self.reg_branches[lid](states[lid])
+            ref_l = refs[lid]
+            cx = (t[..., 0] + inverse_sigmoid(ref_l[..., 0])).sigmoid() * (r[3] - r[0]) + r[0]
+            cy = (t[..., 1] + inverse_sigmoid(ref_l[..., 1])).sigmoid() * (r[4] - r[1]) + r[1]
+            cz = (t[..., 4] + inverse_sigmoid(ref_l[..., 2])).sigmoid() * (r[5] - r[2]) + r[2]
+            reg = torch.cat([cx[..., None], cy[..., None], t[..., 2:4], cz[..., None], t[..., 5:]], -1)
+            all_cls.append(cls)
+            all_reg.append(reg)
+        return torch.stack(all_cls), torch.stack(all_reg)
+
+
+def nms_free_decode(cls: torch.Tensor, reg: torch.Tensor, max_num: int = 300, post_center_range=POST_CENTER_RANGE):
+    """NMSFreeCoder (spec §2.6) for one sample: cls (Q, K), reg (Q, 10) -> boxes (n, 9), scores, labels."""
+    K = cls.shape[-1]
+    scores, idx = cls.sigmoid().flatten().topk(min(max_num, cls.numel()))
+    labels, q = idx % K, idx // K
+    r = reg[q]
+    boxes = torch.stack([r[:, 0], r[:, 1], r[:, 4], r[:, 2].exp(), r[:, 3].exp(), r[:, 5].exp(),
+                         torch.atan2(r[:, 6], r[:, 7]), r[:, 8], r[:, 9]], -1)
+    pcr = boxes.new_tensor(post_center_range)
+    keep = ((boxes[:, :3] >= pcr[:3]) & (boxes[:, :3] <= pcr[3:])).all(-1)
+    return boxes[keep], scores[keep], labels[keep]
+
+
+class BEVFormerV2(nn.Module):
+    """The detector. ``forward(batch)`` returns the loss dict in training, decoded boxes in eval."""
+
+    def __init__(self, backbone: str = "tiny", pretrained: bool = False, tiny_channels=(16, 32, 64, 128),
+                 embed_dims: int = 256, num_cams: int = 6, head: dict | None = None, perspective: bool = True,
+                 dd3d_convs: int = 4, grid_mask: bool = True, fix_smooth_l1: bool = False,
+                 bev_nms_iou: float = 0.3, num_bev_levels: int = 4):
+        super().__init__()
+        self.img_backbone = build_backbone(backbone, pretrained, tiny_channels)
+        self.img_neck = FPN(self.img_backbone.out_channels, embed_dims, 5)
+        head = dict(head or {})
+        self.pts_bbox_head = BEVFormerHead(embed_dims=embed_dims, **head)
+        self.perspective = perspective
+        self.two_stage = self.pts_bbox_head.two_stage
+        self.strides = (8, 16, 32, 64, 128)
+        if perspective or self.two_stage:
+            self.fcos3d_bbox_head = NuscenesDD3D(embed_dims, self.pts_bbox_head.num_classes, dd3d_convs, self.strides)
+        self.grid_mask = GridMask() if grid_mask else None
+        self.fix_smooth_l1, self.bev_nms_iou, self.num_bev_levels = fix_smooth_l1, bev_nms_iou, num_bev_levels
+        self.num_cams = num_cams
+
+    def extract_feat(self, imgs: torch.Tensor, flip: torch.Tensor, use_grid_mask: bool) -> list:
+        """imgs (B, N, 3, H, W) -> 5 FPN maps (B, N, C, h, w), flipped back along W for flipped samples."""
+        B, N = imgs.shape[:2]
+        if N != self.num_cams:
+            raise ValueError(f"got {N} camera images per sample; the model was built for {self.num_cams} cameras")
+        x = imgs.flatten(0, 1)
+        if use_grid_mask and self.grid_mask is not None:
+            x = self.grid_mask(x)
+        feats = self.img_neck(self.img_backbone(x))
+        out = []
+        for f in feats:
+            f = f.view(B, N, *f.shape[1:])
+            if flip.any():
+                f = torch.where(flip.view(B, 1, 1, 1, 1).to(f.device), f.flip(-1), f)
+            out.append(f)
+        return out
+
+    def _history_bevs(self, batch) -> list:
+        """History BEVs (B, HW, C) of frames t < 0, encoder in eval mode under no_grad (spec §2.5)."""
+        T = batch["imgs"].shape[1]
+        was_training = self.training
+        self.eval()
+        bevs = []
+        with torch.no_grad():
+            for t in range(T - 1):
+                feats = self.extract_feat(batch["imgs"][:, t], batch["flip"], False)
+                bevs.append(self.pts_bbox_head.encode(feats[: self.num_bev_levels], batch["lidar2img"][:, t],
+                                                      batch["img_shape"], self._bda(batch)))
+        self.train(was_training)
+        return bevs
+
+    def _bda(self, batch):
+        return batch["bda"] if self.training else None
+
+    @torch.no_grad()
+    def proposals(self, dd3d_out: dict, batch) -> torch.Tensor:
+        """Two-stage proposals (spec §2.8): per-view DD3D detections -> lidar frame -> BEV NMS -> top-K2.
+
+        Returns (B, K2, 3) centres normalised to pc_range (padded with the learned references' fallback 0.5).
+        """
+        B, N = batch["imgs"].shape[:2]
+        K2 = self.pts_bbox_head.num_proposals
+        intr = batch["intrinsics"].flatten(0, 1)  # (B*N, 3, 3)
+        dets = dd3d_inference(dd3d_out, self.strides, torch.linalg.inv(intr))
+        r = torch.tensor(self.pts_bbox_head.pc_range, device=intr.device)
+        out = torch.full((B, K2, 3), 0.5, device=intr.device)
+        for b in range(B):
+            centres, scores, half = [], [], []
+            for n in range(N):
+                d = dets[b * N + n]
+                K4 = torch.eye(4, device=intr.device)
+                K4[:3, :3] = intr[b * N + n]
+                cam2lidar = torch.linalg.inv(torch.linalg.inv(K4) @ batch["lidar2img"][b, -1, n])
+                c = d["centre"] @ cam2lidar[:3, :3].T + cam2lidar[:3, 3]
+                centres.append(c)
+                scores.append(d["score3d"])
+                half.append(0.5 * d["wlh"][:, :2].max(-1)[0])
+            c, s, h = torch.cat(centres), torch.cat(scores), torch.cat(half)
+            if len(c) == 0:
+                continue
+            # BEV NMS on the axis-aligned footprints (radius = half of the larger side), class-agnostic
+            boxes = torch.stack([c[:, 0] - h, c[:, 1] - h, c[:, 0] + h, c[:, 1] + h], -1)
+            keep = nms(boxes, s, self.bev_nms_iou)[:K2]
+            norm = ((c[keep] - r[:3]) / (r[3:] - r[:3])).clamp(1e-3, 1 - 1e-3)
+            out[b, : len(keep)] = norm
+        return out
+
+    def forward(self, batch: dict):
+        imgs = batch["imgs"]  # (B, T, N, 3, H, W)
+        B, T = imgs.shape[:2]
+        history = self._history_bevs(batch) if T > 1 else []
+        feats = self.extract_feat(imgs[:, -1], batch["flip"], self.training)
+        bev = self.pts_bbox_head.encode(feats[: self.num_bev_levels], batch["lidar2img"][:, -1], batch["img_shape"],
+                                        self._bda(batch))
+        value = self.pts_bbox_head.transformer.fuse(history + [bev], self.pts_bbox_head.bev_h,
+                                                    self.pts_bbox_head.bev_w)
+        dd3d_out = None
+        if (self.perspective and self.training) or self.two_stage:
+            dd3d_out = self.fcos3d_bbox_head([f.flatten(0, 1) for f in feats])
+        props = self.proposals(dd3d_out, batch) if self.two_stage else None
+        all_cls, all_reg = self.pts_bbox_head.decode(value, props)
+        if self.training:
+            return dict(all_cls=all_cls, all_reg=all_reg, dd3d=dd3d_out)
+        Qg = self.pts_bbox_head.num_query + (self.pts_bbox_head.num_proposals if self.two_stage else 0)
+        return [nms_free_decode(all_cls[-1, b, :Qg], all_reg[-1, b, :Qg]) for b in range(B)]
