@@ -1,0 +1,101 @@
+"""PASCAL VOC 2012 (+SBD augmentation) and Cityscapes readers in their standard layouts.
+
+VOC (mmseg ``pascal_voc12_aug``)::
+
+    root/JPEGImages/<id>.jpg
+    root/SegmentationClass/<id>.png          palette PNG, 0..20, 255 = void (train 1,464 / val 1,449)
+    root/SegmentationClassAug/<id>.png       SBD-converted label PNGs (10,582 train-aug incl. train)
+    root/ImageSets/Segmentation/{train,val,aug}.txt
+
+``split="train_aug"`` reads train.txt from SegmentationClass plus aug.txt from SegmentationClassAug
+(as mmseg's config); ``split="val"`` reads val.txt.
+
+Cityscapes::
+
+    root/leftImg8bit/{train,val}/<city>/<name>_leftImg8bit.png
+    root/gtFine/{train,val}/<city>/<name>_gtFine_labelTrainIds.png   (19 classes, 255 = ignore)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from .shapes import ShapesSegDataset
+from .transforms import TestPipeline, TrainPipeline
+
+
+def _require(path: Path, layout: str) -> None:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found; expected the layout\n{layout}")
+
+
+class _PairDataset(torch.utils.data.Dataset):
+    ignore_index = 255
+
+    def __init__(self, pairs, pipeline):
+        self.pairs, self.pipeline = pairs, pipeline
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int):
+        img_path, lab_path = self.pairs[i]
+        return self.pipeline(Image.open(img_path).convert("RGB"), Image.open(lab_path))
+
+
+class VOCAugDataset(_PairDataset):
+    num_classes = 21
+    LAYOUT = __doc__.split("Cityscapes::")[0]
+
+    def __init__(self, root: str | Path, split: str = "train_aug", pipeline=None):
+        root = Path(root)
+        sets = root / "ImageSets" / "Segmentation"
+        if split == "train_aug":
+            lists = [("train.txt", "SegmentationClass"), ("aug.txt", "SegmentationClassAug")]
+        elif split in ("train", "val"):
+            lists = [(f"{split}.txt", "SegmentationClass")]
+        else:
+            raise ValueError(f"unknown VOC split {split!r}; use train_aug, train or val")
+        pairs = []
+        for lst, ann in lists:
+            _require(sets / lst, self.LAYOUT)
+            _require(root / ann, self.LAYOUT)
+            ids = [s.strip() for s in (sets / lst).read_text().split() if s.strip()]
+            pairs += [(root / "JPEGImages" / f"{i}.jpg", root / ann / f"{i}.png") for i in ids]
+        super().__init__(pairs, pipeline or TestPipeline())
+
+
+class CityscapesDataset(_PairDataset):
+    num_classes = 19
+    LAYOUT = "root/leftImg8bit/<split>/<city>/*_leftImg8bit.png\nroot/gtFine/<split>/<city>/*_gtFine_labelTrainIds.png"
+
+    def __init__(self, root: str | Path, split: str = "train", pipeline=None):
+        root = Path(root)
+        img_dir = root / "leftImg8bit" / split
+        _require(img_dir, self.LAYOUT)
+        pairs = []
+        for p in sorted(img_dir.glob("*/*_leftImg8bit.png")):
+            lab = root / "gtFine" / split / p.parent.name / p.name.replace("_leftImg8bit.png", "_gtFine_labelTrainIds.png")
+            _require(lab, self.LAYOUT)
+            pairs.append((p, lab))
+        if not pairs:
+            raise FileNotFoundError(f"no images under {img_dir}; expected the layout\n{self.LAYOUT}")
+        super().__init__(pairs, pipeline or TestPipeline((2048, 1024)))
+
+
+def build_dataset(cfg, split: str, train: bool):
+    """Dataset from the ``data`` config group (``name``: shapes | voc_aug | cityscapes)."""
+    name = cfg.name
+    if name == "shapes":
+        return ShapesSegDataset(cfg.get("root"), split, cfg.num_train if train else cfg.num_val, cfg.image_size,
+                                cfg.seed, train=train)
+    pipeline = (TrainPipeline(cfg.img_scale, cfg.ratio_range, cfg.crop_size, cfg.cat_max_ratio)
+                if train else TestPipeline(cfg.img_scale))
+    if name == "voc_aug":
+        return VOCAugDataset(cfg.root, split, pipeline)
+    if name == "cityscapes":
+        return CityscapesDataset(cfg.root, split, pipeline)
+    raise ValueError(f"unknown dataset {name!r}; choose shapes, voc_aug or cityscapes")
