@@ -1,0 +1,44 @@
+"""Entry points end to end: defocus-train -> defocus-eval -> defocus-diagnose on the embedded data."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+
+
+def cli(entry, *args, check=True):
+    code = f"import sys; from defocus.cli import {entry}; sys.argv = ['x'] + sys.argv[1:]; {entry}()"
+    p = subprocess.run([sys.executable, "-c", code, *args], env=ENV, capture_output=True, text=True, timeout=300)
+    if check and p.returncode != 0:
+        raise AssertionError(p.stdout[-3000:] + p.stderr[-3000:])
+    return p
+
+
+def test_train_eval_diagnose(tmp_path):
+    small = ["train.epochs=2", "train.batch_size=128", "data.canvas=16", "data.digit_size=16"]
+    cli("train", *small, f"hydra.run.dir={tmp_path}/train")
+    m = json.loads((tmp_path / "train" / "metrics.json").read_text())
+    assert {"top1", "top5", "val_loss", "drop_path_rate"} <= set(m)
+    assert m["drop_path_rate"] == pytest.approx(0.5)  # scheduled: last epoch reaches max_rate
+    ckpts = sorted((tmp_path / "train" / "checkpoints").glob("ckpt_*.pt"))
+    assert ckpts
+    cli("evaluate", *small, f"eval.checkpoint={ckpts[-1]}", f"hydra.run.dir={tmp_path}/eval")
+    e = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert e["top1"] == pytest.approx(m["top1"])
+    cli("diagnose", *small, f"diagnose.checkpoint={ckpts[-1]}", "diagnose.num_images=16",
+        f"hydra.run.dir={tmp_path}/diag")
+    d = json.loads((tmp_path / "diag" / "metrics.json").read_text())
+    assert "b2_grad_entropy" in d and (tmp_path / "diag" / "overfocus.png").stat().st_size > 1000
+
+
+def test_bad_input_messages(tmp_path):
+    p = cli("train", "model.name=defocus_mamba_huge", f"hydra.run.dir={tmp_path}/a", check=False)
+    assert p.returncode != 0 and "unknown model variant 'defocus_mamba_huge'" in p.stderr + p.stdout
+    p = cli("train", "data.canvas=30", f"hydra.run.dir={tmp_path}/b", check=False)
+    assert p.returncode != 0 and "not divisible by model.patch_size" in p.stderr + p.stdout
+    p = cli("evaluate", f"hydra.run.dir={tmp_path}/c", check=False)
+    assert p.returncode != 0 and "no checkpoint given" in p.stderr + p.stdout
