@@ -8,6 +8,11 @@ Each map is normalised to a distribution over the eligible image tokens and summ
 * normalised entropy  H = -sum p log p / log n (1 = uniform, 0 = one token),
 * top mass            share of mass on the top ceil(f n) tokens (f = 0.1),
 * front-half mass     share on the first half of the raster sequence,
+The same row/column measures are reported for the selective scan's implicit attention kernel
+(Mamba viewed as causal linear attention, spec §2.2 step 7):
+    K[t, s] = mean_e | sum_n C'_t[n] exp(sum_{s<j<=t} Delta_j[e] A[e,n]) Delta_s[e] B'_s[n] |,  s <= t
+which is the effective weight of input token s in the scan output at t (it ignores the conv and gate).
+
 and for M: mean row entropy, column concentration (share of all mass in the top-f key columns: the
 "vertical stripes" of paper Fig. 1) and the mean pairwise cosine similarity of rows. Over-focus =
 low entropy, high top mass, low front-half mass, high column concentration.
@@ -24,7 +29,7 @@ from torch import Tensor
 
 from .models.defocus_mamba import DefocusMamba
 
-__all__ = ["concentration", "block_maps", "overfocus_report", "plot_maps"]
+__all__ = ["concentration", "block_maps", "implicit_kernel", "scan_kernel", "overfocus_report", "plot_maps"]
 
 
 def concentration(w: Tensor, top_fraction: float = 0.1) -> dict[str, Tensor]:
@@ -69,7 +74,33 @@ def block_maps(model: DefocusMamba, images: Tensor, labels: Tensor, layer: int) 
     return {"grad": g.detach(), "cls_rf": M[:, -1, :-1].detach(), "attn": M.detach()}
 
 
-def _attn_metrics(M: Tensor, top_fraction: float) -> dict[str, float]:
+@torch.no_grad()
+def implicit_kernel(model: DefocusMamba, images: Tensor, layer: int) -> Tensor:
+    """Implicit attention kernel K (b, L, L) of block ``layer``'s selective scan (channel-mean of |alpha|)."""
+    model.eval()
+    X = _block_input(model, images, layer).detach()
+    blk = model.blocks[layer]
+    mix = blk.mixer
+    u, delta, _, B, C = mix.ssm_inputs(blk.norm(X))
+    A = -torch.exp(mix.A_log.float())
+    # one image at a time: (E, L, L, N) intermediates
+    return torch.stack([scan_kernel(delta[i], A, B[i], C[i]).abs().mean(0) for i in range(X.shape[0])])
+
+
+def scan_kernel(delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor:
+    """Signed kernel alpha (E, L, L) of one sequence: scan output y[e, t] = sum_s alpha[e, t, s] u[e, s].
+
+    delta (E, L), A (E, N), B and C (N, L).
+    """
+    S = torch.cumsum(delta.float()[:, :, None] * A[:, None, :], dim=1)  # (E, L, N)
+    diff = S[:, :, None, :] - S[:, None, :, :]  # (E, t, s, N), <= 0 for s <= t
+    L = diff.shape[1]
+    causal = torch.ones(L, L, dtype=torch.bool, device=delta.device).tril()
+    decay = torch.exp(diff.masked_fill(~causal[None, :, :, None], float("-inf")))
+    return torch.einsum("nt,etsn,ns,es->ets", C.float(), decay, B.float(), delta.float())
+
+
+def _attn_metrics(M: Tensor, top_fraction: float, prefix: str = "attn") -> dict[str, float]:
     """Row entropy, column concentration and row cosine similarity of M (b, L, L) over image keys."""
     Mi = M[:, :, :-1]  # keys: image tokens
     n_keys = Mi.shape[-1]
@@ -84,7 +115,8 @@ def _attn_metrics(M: Tensor, top_fraction: float) -> dict[str, float]:
     sim = rows @ rows.transpose(1, 2)
     r = sim.shape[1]
     off = (sim.sum((1, 2)) - sim.diagonal(dim1=1, dim2=2).sum(-1)) / (r * (r - 1))
-    return {"attn_row_entropy": row_entropy, "attn_col_top_mass": col_top, "attn_row_cos": off.mean().item()}
+    return {f"{prefix}_row_entropy": row_entropy, f"{prefix}_col_top_mass": col_top,
+            f"{prefix}_row_cos": off.mean().item()}
 
 
 def overfocus_report(model: DefocusMamba, images: Tensor, labels: Tensor, layers=(-2,), top_fraction: float = 0.1,
@@ -97,10 +129,13 @@ def overfocus_report(model: DefocusMamba, images: Tensor, labels: Tensor, layers
         parts = [block_maps(model, images[i:i + batch_size], labels[i:i + batch_size], li)
                  for i in range(0, len(images), batch_size)]
         m = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        K = implicit_kernel(model, images, li)
+        m["kernel"] = K * (1 - torch.eye(K.shape[-1], dtype=K.dtype, device=K.device))  # drop the diagonal
         for name in ("grad", "cls_rf"):
             for k, v in concentration(m[name], top_fraction).items():
                 metrics[f"b{li}_{name}_{k}"] = v.mean().item()
         metrics.update({f"b{li}_{k}": v for k, v in _attn_metrics(m["attn"], top_fraction).items()})
+        metrics.update({f"b{li}_{k}": v for k, v in _attn_metrics(m["kernel"], top_fraction, "kernel").items()})
         maps[li] = {k: (v / v.amax(dim=tuple(range(1, v.dim())), keepdim=True).clamp_min(1e-30)).mean(0)
                     for k, v in m.items()}
     return metrics, maps
@@ -114,13 +149,16 @@ def plot_maps(maps: dict[int, dict[str, Tensor]], grid: tuple[int, int], path: s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(maps), 3, figsize=(11, 3.6 * len(maps)), squeeze=False)
+    fig, axes = plt.subplots(len(maps), 4, figsize=(15, 3.6 * len(maps)), squeeze=False)
     for row, (li, m) in enumerate(sorted(maps.items())):
         ax = axes[row]
         im = ax[0].imshow(m["attn"].numpy(), cmap="viridis")
         ax[0].set(title=f"block {li}: attention map ||dY_t/dX_s||", xlabel="key s", ylabel="query t")
         fig.colorbar(im, ax=ax[0], fraction=0.046)
-        for a, k, name in ((ax[1], "grad", "gradient map ||dCE/dX_s||"), (ax[2], "cls_rf", "CLS receptive field")):
+        im = ax[1].imshow(m["kernel"].numpy(), cmap="viridis")
+        ax[1].set(title=f"block {li}: implicit scan kernel", xlabel="key s", ylabel="query t")
+        fig.colorbar(im, ax=ax[1], fraction=0.046)
+        for a, k, name in ((ax[2], "grad", "gradient map ||dCE/dX_s||"), (ax[3], "cls_rf", "CLS receptive field")):
             im = a.imshow(m[k].reshape(grid).numpy(), cmap="magma")
             a.set(title=f"block {li}: {name}")
             a.axis("off")
