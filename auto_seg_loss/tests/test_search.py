@@ -92,3 +92,21 @@ def test_search_resumes_after_crash(tmp_path):
     assert len(resumed.history) == 3
     with pytest.raises(ValueError, match="config"):
         PPOSearch(torch.full((2,), 0.5), SearchConfig(rounds=4), path)
+
+
+def test_search_entry_point_runs_and_resumes(tmp_path):
+    from omegaconf import OmegaConf
+
+    from auto_seg_loss.cli import compose, run_search
+
+    over = ["metric=mAcc", "search.rounds=2", "search.samples_per_round=2", "search.update_steps=3",
+            "proxy.iters=3", "proxy.num_train=16", "proxy.heldout_size=8", "proxy.batch_size=8",
+            f"output_dir={tmp_path}"]
+    out = run_search(compose("search", over))
+    assert set(out) == {"reward_mu_round0", "reward_mu_round1"}
+    cp = OmegaConf.load(tmp_path / "searched_control_points.yaml")
+    assert len(cp.control_points) == 6
+    state = torch.load(tmp_path / "search_state.pt", weights_only=False)
+    assert state["round"] == 2 and len(state["history"]) == 2
+    # a finished search re-run in the same folder does no more work and returns the same result
+    assert run_search(compose("search", over)) == out

@@ -37,12 +37,6 @@ def resize_to(logits: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
 
 
-def infinite(loader: Iterable):
-    """Cycle a data loader forever (a new shuffled epoch each pass)."""
-    while True:
-        yield from loader
-
-
 def compute_losses(outputs: Mapping[str, torch.Tensor], labels: torch.Tensor, losses: Mapping[str, LossFn]):
     """Sum of head losses: ``losses`` maps output name (``out``, ``aux``) to a loss with its weight inside."""
     parts = {name: fn(resize_to(outputs[name], labels.shape[-2:]), labels) for name, fn in losses.items()

@@ -146,9 +146,11 @@ def load_backbone_weights(model: DeepLabV3Plus, path: str) -> None:
     state = load_weights_file(path)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     report = load_state_dict_remapped(model.backbone, state, rename=MMCV_RESNET_V1C_RENAMES, strict=False)
-    if report.missing:
-        raise RuntimeError(f"backbone weights {path} do not fit: {len(report.missing)} missing keys, e.g. "
-                           f"{report.missing[:5]}; expected an mmcv ResNetV1c or timm resnet*c state dict")
+    missing = [k for k in report.missing if not k.endswith("num_batches_tracked")]
+    if missing or report.mismatched:
+        raise RuntimeError(f"backbone weights {path} do not fit: {len(missing)} missing keys, e.g. {missing[:5]}; "
+                           f"{len(report.mismatched)} shape mismatches; expected an mmcv ResNetV1c or timm resnet*c "
+                           "state dict of the same depth")
 
 
 def build_segmenter(num_classes: int, backbone: str = "resnet101", channels: int = 512, c1_channels: int = 48,

@@ -1,0 +1,217 @@
+"""Hydra entry points: ``asl-train``, ``asl-eval``, ``asl-search`` (config -> objects -> engine)."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import hydra
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from repro_shared import checkpoint, run
+
+from . import engine
+from .data import build_dataset
+from .data.datasets import VOCAugDataset
+from .data.sampler import InfiniteBatchSampler
+from .data.shapes import ShapesSegDataset
+from .data.transforms import TestPipeline, TrainPipeline
+from .losses import NUM_CURVES, NUM_PIECES, AutoSegLoss
+from .metrics import SegEvaluator
+from .models import build_segmenter
+from .ops.bezier import identity_theta, theta_to_control_points
+from .search import PPOSearch, SearchConfig
+
+
+def _loader(ds, batch_size: int, shuffle: bool, num_workers: int = 0, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle,
+                                       num_workers=num_workers, generator=g)
+
+
+def _train_loader(ds, batch_size: int, seed: int, start_iter: int = 0, num_workers: int = 0):
+    """Endless loader whose batch at iteration ``it`` depends only on (seed, it) (exact resume)."""
+    # own generator: creating the iterator must not draw from the global RNG (restored on resume)
+    return torch.utils.data.DataLoader(ds, batch_sampler=InfiniteBatchSampler(len(ds), batch_size, seed, start_iter),
+                                       num_workers=num_workers, generator=torch.Generator().manual_seed(seed))
+
+
+def build_model(model_cfg, num_classes: int) -> torch.nn.Module:
+    m = OmegaConf.to_container(model_cfg, resolve=True)
+    return build_segmenter(num_classes, m["backbone"], m["channels"], m["c1_channels"], m["aux_channels"],
+                           tuple(m["dilations"]), m["aux_head"], m["dropout"], m.get("pretrained"))
+
+
+def build_losses(loss_cfg, num_classes: int, ignore_index: int = 255, control_points=None) -> dict:
+    """Losses of the decode (``out``, weight 1.0) and auxiliary (``aux``, weight 0.4) heads."""
+    weights = {"out": float(loss_cfg.decode_weight), "aux": float(loss_cfg.aux_weight)}
+    if loss_cfg.name == "ce":
+        def ce(w):
+            return lambda z, y: w * F.cross_entropy(z, y, ignore_index=ignore_index)
+        return {k: ce(w) for k, w in weights.items() if w > 0}
+    if loss_cfg.name != "asl":
+        raise ValueError(f"unknown loss {loss_cfg.name!r}; choose asl or ce")
+    cp = control_points if control_points is not None else loss_cfg.control_points
+    if not isinstance(cp, str):
+        cp = list(cp)
+    return {k: AutoSegLoss(num_classes, loss_cfg.metric, cp, drop_bg=loss_cfg.drop_bg, tol=loss_cfg.tol,
+                           ignore_index=ignore_index, loss_weight=w, bezier_impl=loss_cfg.bezier_impl)
+            for k, w in weights.items() if w > 0}
+
+
+def build_optimizer(model, o) -> torch.optim.SGD:
+    return torch.optim.SGD(engine.param_groups(model, o.lr, o.weight_decay, o.head_lr_mult), lr=o.lr,
+                           momentum=o.momentum)
+
+
+def _evaluator(cfg_eval, data_cfg) -> SegEvaluator:
+    return SegEvaluator(data_cfg.num_classes, data_cfg.ignore_index, cfg_eval.drop_bg, cfg_eval.tol, cfg_eval.radius)
+
+
+def run_train(cfg: DictConfig) -> dict:
+    """Train a segmenter with one loss and evaluate all six metrics; writes ``metrics.json``.
+
+    Outside Hydra (tests, scripts) the output folder is ``cfg.output_dir``."""
+    ctx = run.setup_run(cfg, name="auto_seg_loss")
+    t0 = time.perf_counter()
+    train_ds = build_dataset(cfg.data, cfg.data.train_split, train=True)
+    val_ds = build_dataset(cfg.data, cfg.data.val_split, train=False)
+    k = cfg.data.num_classes
+    model = build_model(cfg.model, k).to(ctx.device)
+    losses = build_losses(cfg.loss, k, cfg.data.ignore_index)
+    optimizer = build_optimizer(model, cfg.optim)
+    state = checkpoint.resume(ctx.checkpoint_dir, cfg.train.resume, model=model, optimizer=optimizer)
+    start = int(state["step"]) if state else 0
+    if state:
+        ctx.log.info("resumed from iteration %d", start)
+    loader = _train_loader(train_ds, cfg.train.batch_size, cfg.seed, start, cfg.train.num_workers)
+    iters = int(cfg.train.iters)
+
+    def save(it: int) -> None:
+        checkpoint.save_checkpoint(checkpoint.checkpoint_path(ctx.checkpoint_dir, it), model=model,
+                                   optimizer=optimizer, step=it, config=cfg, keep_last=2)
+
+    def on_iter_end(it: int) -> None:
+        if (cfg.train.ckpt_every and it % cfg.train.ckpt_every == 0) or it == iters:
+            save(it)
+
+    def on_log(it: int, row: dict) -> None:
+        ctx.metrics.log(row, step=it)
+        ctx.log.info("iter %d/%d " + " ".join(f"{k}={v:.4g}" for k, v in row.items()), it, iters)
+
+    engine.train_iters(model, loader, losses, optimizer, iters, ctx.device, start,
+                       cfg.optim.min_lr, cfg.optim.power, cfg.train.log_every, on_log, on_iter_end)
+    val_loader = _loader(val_ds, cfg.eval.batch_size if cfg.data.name == "shapes" else 1, False)
+    metrics = engine.evaluate(model, val_loader, _evaluator(cfg.eval, cfg.data), ctx.device)
+    metrics = {k: round(100.0 * v, 3) for k, v in metrics.items()}
+    metrics["train_minutes"] = round((time.perf_counter() - t0) / 60.0, 3)
+    ctx.log.info("val: %s", metrics)
+    ctx.metrics.log(metrics, step=iters)
+    ctx.metrics.close()
+    run.write_metrics(ctx.out_dir, metrics)
+    return metrics
+
+
+def run_eval(cfg: DictConfig) -> dict:
+    """Evaluate a trained checkpoint on the validation split; writes ``metrics.json``."""
+    ctx = run.setup_run(cfg, name="auto_seg_loss")
+    path = Path(str(cfg.checkpoint))
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found; pass checkpoint=<run dir>/checkpoints/ckpt_<iter>.pt")
+    model = build_model(cfg.model, cfg.data.num_classes).to(ctx.device)
+    checkpoint.load_checkpoint(path, model=model, restore_rng=False)
+    ds = build_dataset(cfg.data, cfg.data.val_split, train=False)
+    loader = _loader(ds, cfg.eval.batch_size if cfg.data.name == "shapes" else 1, False, cfg.eval.num_workers)
+    metrics = {k: round(100.0 * v, 3) for k, v in
+               engine.evaluate(model, loader, _evaluator(cfg.eval, cfg.data), ctx.device).items()}
+    ctx.log.info("val: %s", metrics)
+    run.write_metrics(ctx.out_dir, metrics)
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------- search
+def _proxy_datasets(cfg):
+    """(proxy train set, reward set) per spec §3.5 / §11 (reward on held-out train data by default)."""
+    d, p = cfg.data, cfg.proxy
+    if d.name == "shapes":
+        tr = ShapesSegDataset(d.root, d.train_split, p.num_train, d.image_size, d.seed, train=True)
+        rw = ShapesSegDataset(d.root, p.reward_split, p.heldout_size, d.image_size, d.seed)
+        return tr, rw
+    if d.name != "voc_aug":
+        raise ValueError(f"search supports data=shapes or data=voc_aug, got {d.name!r}")
+    train_pipe = TrainPipeline(p.img_scale, d.ratio_range, p.crop_size, d.cat_max_ratio)
+    test_pipe = TestPipeline(p.img_scale)
+    if p.reward_split == "val":  # official behaviour (reward on the reporting split)
+        return VOCAugDataset(d.root, "train_aug", train_pipe), VOCAugDataset(d.root, "val", test_pipe)
+    full = VOCAugDataset(d.root, "train_aug", train_pipe)
+    perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(p.get("split_seed", 0))).tolist()
+    held, rest = perm[: p.heldout_size], perm[p.heldout_size:]
+    return (torch.utils.data.Subset(full, rest),
+            torch.utils.data.Subset(VOCAugDataset(d.root, "train_aug", test_pipe), held))
+
+
+def run_search(cfg: DictConfig) -> dict:
+    """PPO search of the surrogate's curves; resumable (rerun with the same ``hydra.run.dir``)."""
+    ctx = run.setup_run(cfg, name="auto_seg_loss")
+    metric, k = cfg.metric, cfg.data.num_classes
+    n_pieces = NUM_PIECES[metric]
+    p = cfg.proxy
+    train_ds, reward_ds = _proxy_datasets(cfg)
+    evaluator = SegEvaluator(k, cfg.data.ignore_index, p.drop_bg, p.tol, p.tol)
+    loss_cfg = OmegaConf.create({"name": "asl", "metric": metric, "drop_bg": metric == "BIoU", "tol": p.tol,
+                                 "bezier_impl": "lut", "decode_weight": 1.0, "aux_weight": p.aux_weight})
+
+    def reward(theta: torch.Tensor, rnd: int, idx: int) -> float:
+        # theta in [0,1]^D -> control points; clamp keeps every Bezier piece of positive width
+        cp = theta_to_control_points(theta.double().clamp(1e-4, 1 - 1e-4), n_pieces).tolist()
+        values = []
+        for s in p.seeds:
+            run.seed_everything(int(s))  # common random numbers: same init and batches for all samples
+            model = build_model(cfg.model, k).to(ctx.device)
+            opt = build_optimizer(model, p)
+            data = _train_loader(train_ds, p.batch_size, int(s))
+            engine.train_iters(model, data, build_losses(loss_cfg, k, cfg.data.ignore_index, cp), opt, p.iters,
+                               ctx.device, min_lr=p.min_lr, log_every=10**9)
+            m = engine.evaluate(model, _loader(reward_ds, 16 if cfg.data.name == "shapes" else 1, False),
+                                evaluator, ctx.device)[metric]
+            values.append(0.0 if math.isnan(m) else m)
+        r = sum(values) / len(values)
+        ctx.log.info("round %d sample %d reward %.4f", rnd, idx, r)
+        ctx.metrics.log({"reward": r, "round": rnd, "sample": idx}, step=rnd * 10_000 + idx)
+        return r
+
+    scfg = SearchConfig(**OmegaConf.to_container(cfg.search, resolve=True))
+    searcher = PPOSearch(identity_theta(n_pieces, NUM_CURVES[metric]), scfg, ctx.out_dir / "search_state.pt")
+    if searcher.round or searcher.rewards:
+        ctx.log.info("resuming search at round %d (%d rewards of it done)", searcher.round, len(searcher.rewards))
+
+    def on_round(row: dict) -> None:
+        ctx.log.info("round %d: reward(mu)=%s mean=%.4f max=%.4f", row["round"], row["reward_mu"],
+                     row["reward_mean"], row["reward_max"])
+
+    mu = searcher.run(reward, on_round)
+    cp = theta_to_control_points(mu.clamp(1e-4, 1 - 1e-4), n_pieces)
+    out = {f"reward_mu_round{h['round']}": h["reward_mu"] for h in searcher.history if h["reward_mu"] is not None}
+    (ctx.out_dir / "searched_control_points.yaml").write_text(
+        OmegaConf.to_yaml({"metric": metric, "control_points": [round(v, 6) for v in cp.tolist()],
+                           "theta": [round(v, 6) for v in mu.tolist()]}))
+    ctx.log.info("final control points: %s", cp.tolist())
+    ctx.metrics.close()
+    run.write_metrics(ctx.out_dir, out)
+    return out
+
+
+train = hydra.main(version_base=None, config_path="configs", config_name="train")(run_train)
+evaluate = hydra.main(version_base=None, config_path="configs", config_name="eval")(run_eval)
+search = hydra.main(version_base=None, config_path="configs", config_name="search")(run_search)
+
+
+def compose(config_name: str, overrides: list[str] | None = None) -> DictConfig:
+    """The config an entry point would see, for use outside a Hydra app (tests, scripts)."""
+    from hydra import compose as _compose
+    from hydra import initialize_config_module
+
+    with initialize_config_module(config_module="auto_seg_loss.configs", version_base=None):
+        return _compose(config_name=config_name, overrides=overrides or [])
