@@ -11,13 +11,14 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from repro_shared import checkpoint, run
+from repro_shared import dist as rdist
 
 from . import engine
 from .data import build_dataset
 from .data.datasets import VOCAugDataset
 from .data.sampler import InfiniteBatchSampler
 from .data.shapes import ShapesSegDataset
-from .data.transforms import TestPipeline, TrainPipeline
+from .data.transforms import EvalPipeline, TrainPipeline
 from .losses import NUM_CURVES, NUM_PIECES, AutoSegLoss
 from .metrics import SegEvaluator
 from .models import build_segmenter
@@ -32,10 +33,12 @@ def _loader(ds, batch_size: int, shuffle: bool, num_workers: int = 0, seed: int 
 
 
 def _train_loader(ds, batch_size: int, seed: int, start_iter: int = 0, num_workers: int = 0):
-    """Endless loader whose batch at iteration ``it`` depends only on (seed, it) (exact resume)."""
+    """Endless loader whose batch at iteration ``it`` depends only on (seed, it, rank) (exact resume)."""
+    sampler = InfiniteBatchSampler(len(ds), batch_size, seed, start_iter, rank=rdist.get_rank(),
+                                   world_size=rdist.get_world_size())
     # own generator: creating the iterator must not draw from the global RNG (restored on resume)
-    return torch.utils.data.DataLoader(ds, batch_sampler=InfiniteBatchSampler(len(ds), batch_size, seed, start_iter),
-                                       num_workers=num_workers, generator=torch.Generator().manual_seed(seed))
+    return torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=num_workers,
+                                       generator=torch.Generator().manual_seed(seed))
 
 
 def build_model(model_cfg, num_classes: int) -> torch.nn.Module:
@@ -79,10 +82,14 @@ def run_train(cfg: DictConfig) -> dict:
     train_ds = build_dataset(cfg.data, cfg.data.train_split, train=True)
     val_ds = build_dataset(cfg.data, cfg.data.val_split, train=False)
     k = cfg.data.num_classes
-    model = build_model(cfg.model, k).to(ctx.device)
+    model = build_model(cfg.model, k)
+    if ctx.dist.world_size > 1 and cfg.train.get("sync_bn", True):
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # official re-training: SyncBN
+    model = model.to(ctx.device)
     losses = build_losses(cfg.loss, k, cfg.data.ignore_index)
     optimizer = build_optimizer(model, cfg.optim)
     state = checkpoint.resume(ctx.checkpoint_dir, cfg.train.resume, model=model, optimizer=optimizer)
+    net = rdist.wrap_model(model, "ddp")  # unchanged in a single process; the loss statistics stay per process
     start = int(state["step"]) if state else 0
     if state:
         ctx.log.info("resumed from iteration %d", start)
@@ -101,11 +108,14 @@ def run_train(cfg: DictConfig) -> dict:
         ctx.metrics.log(row, step=it)
         ctx.log.info("iter %d/%d " + " ".join(f"{k}={v:.4g}" for k, v in row.items()), it, iters)
 
-    engine.train_iters(model, loader, losses, optimizer, iters, ctx.device, start,
+    engine.train_iters(net, loader, losses, optimizer, iters, ctx.device, start,
                        cfg.optim.min_lr, cfg.optim.power, cfg.train.log_every, on_log, on_iter_end)
-    val_loader = _loader(val_ds, cfg.eval.batch_size if cfg.data.name == "shapes" else 1, False)
-    metrics = engine.evaluate(model, val_loader, _evaluator(cfg.eval, cfg.data), ctx.device)
-    metrics = {k: round(100.0 * v, 3) for k, v in metrics.items()}
+    metrics = {}
+    if ctx.dist.is_main:  # evaluation on rank 0 only
+        val_loader = _loader(val_ds, cfg.eval.batch_size if cfg.data.name == "shapes" else 1, False)
+        metrics = engine.evaluate(model, val_loader, _evaluator(cfg.eval, cfg.data), ctx.device)
+        metrics = {k: round(100.0 * v, 3) for k, v in metrics.items()}
+    rdist.barrier()
     metrics["train_minutes"] = round((time.perf_counter() - t0) / 60.0, 3)
     ctx.log.info("val: %s", metrics)
     ctx.metrics.log(metrics, step=iters)
@@ -142,7 +152,7 @@ def _proxy_datasets(cfg):
     if d.name != "voc_aug":
         raise ValueError(f"search supports data=shapes or data=voc_aug, got {d.name!r}")
     train_pipe = TrainPipeline(p.img_scale, d.ratio_range, p.crop_size, d.cat_max_ratio)
-    test_pipe = TestPipeline(p.img_scale)
+    test_pipe = EvalPipeline(p.img_scale)
     if p.reward_split == "val":  # official behaviour (reward on the reporting split)
         return VOCAugDataset(d.root, "train_aug", train_pipe), VOCAugDataset(d.root, "val", test_pipe)
     full = VOCAugDataset(d.root, "train_aug", train_pipe)

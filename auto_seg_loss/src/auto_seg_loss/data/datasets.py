@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from .shapes import ShapesSegDataset
-from .transforms import TestPipeline, TrainPipeline
+from .transforms import EvalPipeline, TrainPipeline
 
 
 def _require(path: Path, layout: str) -> None:
@@ -65,7 +65,7 @@ class VOCAugDataset(_PairDataset):
             _require(root / ann, self.LAYOUT)
             ids = [s.strip() for s in (sets / lst).read_text().split() if s.strip()]
             pairs += [(root / "JPEGImages" / f"{i}.jpg", root / ann / f"{i}.png") for i in ids]
-        super().__init__(pairs, pipeline or TestPipeline())
+        super().__init__(pairs, pipeline or EvalPipeline())
 
 
 class CityscapesDataset(_PairDataset):
@@ -83,7 +83,7 @@ class CityscapesDataset(_PairDataset):
             pairs.append((p, lab))
         if not pairs:
             raise FileNotFoundError(f"no images under {img_dir}; expected the layout\n{self.LAYOUT}")
-        super().__init__(pairs, pipeline or TestPipeline((2048, 1024)))
+        super().__init__(pairs, pipeline or EvalPipeline((2048, 1024)))
 
 
 def build_dataset(cfg, split: str, train: bool):
@@ -93,7 +93,7 @@ def build_dataset(cfg, split: str, train: bool):
         return ShapesSegDataset(cfg.get("root"), split, cfg.num_train if train else cfg.num_val, cfg.image_size,
                                 cfg.seed, train=train)
     pipeline = (TrainPipeline(cfg.img_scale, cfg.ratio_range, cfg.crop_size, cfg.cat_max_ratio)
-                if train else TestPipeline(cfg.img_scale))
+                if train else EvalPipeline(cfg.img_scale))
     if name == "voc_aug":
         return VOCAugDataset(cfg.root, split, pipeline)
     if name == "cityscapes":

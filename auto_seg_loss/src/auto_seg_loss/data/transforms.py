@@ -89,7 +89,7 @@ class TrainPipeline:
         return x, y
 
 
-class TestPipeline:
+class EvalPipeline:
     def __init__(self, img_scale=(2048, 512)):
         self.img_scale = tuple(img_scale)
 
