@@ -75,7 +75,8 @@ def train(model, dataset, cfg, ctx, groups: int, seed: int = 0, start_iter: int 
         for _ in range(cfg.accum):
             batch = to_device(next(batches), device)
             out = model(batch)
-            losses = detector_losses(out, batch, groups, core.perspective and cfg.lambda_pers > 0, cfg.fix_smooth_l1)
+            losses = detector_losses(out, batch, groups, core.perspective and cfg.lambda_pers > 0,
+                                    core.fix_smooth_l1)
             loss = total_loss(losses, cfg.lambda_bev, cfg.lambda_pers) / cfg.accum
             loss.backward()
             for k, v in losses.items():
