@@ -19,7 +19,9 @@ from pathlib import Path
 
 ARMS = {"defocus": ["experiment=toy_defocus"], "plain": ["experiment=toy_plain"]}
 KEYS = ["top1", "b2_grad_entropy", "b2_grad_top_mass", "b2_grad_front_mass", "b2_cls_rf_entropy",
-        "b2_attn_row_entropy", "b2_attn_col_top_mass", "b1_grad_entropy", "b1_attn_row_entropy"]
+        "b2_cls_rf_top_mass", "b2_cls_rf_front_mass", "b2_attn_row_entropy", "b2_attn_col_top_mass",
+        "b2_kernel_row_entropy", "b2_kernel_col_top_mass", "b1_grad_entropy", "b1_grad_top_mass",
+        "b1_attn_row_entropy", "b1_attn_col_top_mass"]
 
 
 def run(entry, args):
@@ -32,6 +34,7 @@ def main():
     p.add_argument("--out", default="outputs/toy_experiment")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--extra", nargs="*", default=[], help="extra Hydra overrides for both arms")
+    p.add_argument("--aggregate-only", action="store_true", help="only summarise existing run folders")
     a = p.parse_args()
     out = Path(a.out).resolve()
     results = {arm: [] for arm in ARMS}
@@ -39,6 +42,10 @@ def main():
         for arm, ov in ARMS.items():
             rd = out / f"{arm}_s{seed}"
             common = ov + [f"seed={seed}"] + a.extra
+            if a.aggregate_only:
+                results[arm].append({**json.loads((rd / "train" / "metrics.json").read_text()),
+                                     **json.loads((rd / "diag" / "metrics.json").read_text())})
+                continue
             run("train", common + [f"hydra.run.dir={rd}/train"])
             ckpt = sorted((rd / "train" / "checkpoints").glob("ckpt_*.pt"))[-1]
             run("diagnose", common + [f"diagnose.checkpoint={ckpt}", "diagnose.layers=[1,2]",
