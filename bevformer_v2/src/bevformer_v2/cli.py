@@ -17,7 +17,7 @@ from repro_shared import checkpoint, dist, run
 from .data.dataset import BEVDataset
 from .data.infos import DatasetError, build_infos, check_dataroot
 from .data.synthetic import make_synthetic_nuscenes
-from .engine import build_optimizer, evaluate, train as train_loop
+from .engine import build_optimizer, evaluate, matched_errors, train as train_loop
 from .models.bevformer_v2 import BEVFormerV2
 
 
@@ -104,6 +104,7 @@ def train(cfg: DictConfig) -> None:
     metrics = {f"train_{k}": v for k, v in last.items() if k in ("loss", "loss_bev")}
     if cfg.eval_after_train and dist.is_main():
         metrics.update(evaluate(model, val_ds, nusc, cfg.data.eval_set, ctx.out_dir / "eval", ctx.device))
+        metrics.update(matched_errors(model, val_ds, ctx.device))
         ctx.log.info("eval: %s", {k: round(v, 4) for k, v in metrics.items() if "/" not in k})
     run.write_metrics(ctx.out_dir, metrics)
     ctx.metrics.close()

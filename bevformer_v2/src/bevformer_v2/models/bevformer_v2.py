@@ -222,8 +222,17 @@ class BEVFormerV2(nn.Module):
         return out
 
     def forward(self, batch: dict):
+        """Training: dict(all_cls, all_reg, dd3d); eval: per sample (boxes (n, 9), scores, labels)."""
+        all_cls, all_reg, dd3d_out = self.forward_raw(batch)
+        if self.training:
+            return dict(all_cls=all_cls, all_reg=all_reg, dd3d=dd3d_out)
+        Qg = self.pts_bbox_head.num_query + (self.pts_bbox_head.num_proposals if self.two_stage else 0)
+        return [nms_free_decode(all_cls[-1, b, :Qg], all_reg[-1, b, :Qg]) for b in range(all_cls.shape[1])]
+
+    def forward_raw(self, batch: dict):
+        """-> all_cls (L, B, Q, K), all_reg (L, B, Q, 10), DD3D outputs (or None)."""
         imgs = batch["imgs"]  # (B, T, N, 3, H, W)
-        B, T = imgs.shape[:2]
+        T = imgs.shape[1]
         history = self._history_bevs(batch) if T > 1 else []
         feats = self.extract_feat(imgs[:, -1], batch["flip"], self.training)
         bev = self.pts_bbox_head.encode(feats[: self.num_bev_levels], batch["lidar2img"][:, -1], batch["img_shape"],
@@ -235,7 +244,4 @@ class BEVFormerV2(nn.Module):
             dd3d_out = self.fcos3d_bbox_head([f.flatten(0, 1) for f in feats])
         props = self.proposals(dd3d_out, batch) if self.two_stage else None
         all_cls, all_reg = self.pts_bbox_head.decode(value, props)
-        if self.training:
-            return dict(all_cls=all_cls, all_reg=all_reg, dd3d=dd3d_out)
-        Qg = self.pts_bbox_head.num_query + (self.pts_bbox_head.num_proposals if self.two_stage else 0)
-        return [nms_free_decode(all_cls[-1, b, :Qg], all_reg[-1, b, :Qg]) for b in range(B)]
+        return all_cls, all_reg, dd3d_out
