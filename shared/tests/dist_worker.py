@@ -2,6 +2,8 @@
 
 ``dist_worker.py ddp OUT``: under torchrun (2 ranks) or alone; trains a small model for 5 steps on a
 global batch of 8 (each rank takes its slice) and rank 0 saves the final weights to OUT.
+``dist_worker.py fsdp OUT``: the same with FSDP2 (``fully_shard`` per Linear); rank 0 saves the full state
+gathered by ``checkpoint.save_checkpoint``.
 ``dist_worker.py deepspeed OUT``: one ZeRO-2 step with DeepSpeed on CPU/gloo; saves the weights after it.
 """
 
@@ -11,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from repro_shared import dist
+from repro_shared import checkpoint, dist
 
 GLOBAL_BATCH, STEPS = 8, 5
 
@@ -27,9 +29,9 @@ def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, x.sum(1, keepdim=True).sin()
 
 
-def ddp(out: Path) -> None:
+def train(out: Path, strategy: str) -> None:
     info = dist.init("cpu")
-    model = dist.wrap_model(make_model(), "ddp")
+    model = dist.wrap_model(make_model(), strategy, shard_modules=(nn.Linear,))
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     per_rank = GLOBAL_BATCH // info.world_size
     for step in range(STEPS):
@@ -39,10 +41,10 @@ def ddp(out: Path) -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    mean_loss = dist.all_reduce_mean(loss.detach())
+    ckpt = checkpoint.save_checkpoint(out.with_suffix(".ckpt") / "ckpt_000000005.pt", model=model, optimizer=opt, step=STEPS)
     if info.is_main:
-        torch.save({"state": dist.unwrap_model(model).state_dict(), "world": info.world_size,
-                    "loss": mean_loss}, out)
+        state = torch.load(ckpt, weights_only=True)["model"]
+        torch.save({"state": state, "world": info.world_size}, out)
     dist.cleanup()
 
 
@@ -60,4 +62,7 @@ def deepspeed_step(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    {"ddp": ddp, "deepspeed": deepspeed_step}[sys.argv[1]](Path(sys.argv[2]))
+    if sys.argv[1] == "deepspeed":
+        deepspeed_step(Path(sys.argv[2]))
+    else:
+        train(Path(sys.argv[2]), sys.argv[1])

@@ -41,26 +41,25 @@ def test_single_process_needs_no_launcher(monkeypatch):
 
 
 def test_slurm_environment_is_translated(monkeypatch):
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("SLURM_PROCID", "5")
-    monkeypatch.setenv("SLURM_NTASKS", "8")
-    monkeypatch.setenv("SLURM_LOCALID", "1")
-    monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu[03-04,07]")
+    # a private copy of the environment: _launcher_env exports RANK/WORLD_SIZE/MASTER_* into it
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(SLURM_PROCID="5", SLURM_NTASKS="8", SLURM_LOCALID="1", SLURM_JOB_NODELIST="gpu[03-04,07]")
+    monkeypatch.setattr(os, "environ", env)
     assert dist._launcher_env() == (5, 8, 1)
-    assert os.environ["MASTER_ADDR"] == "gpu03" and os.environ["RANK"] == "5" and os.environ["WORLD_SIZE"] == "8"
+    assert (env["MASTER_ADDR"], env["RANK"], env["WORLD_SIZE"], env["LOCAL_RANK"]) == ("gpu03", "5", "8", "1")
     assert dist._first_slurm_host("node7,node9") == "node7"
 
 
 @pytest.mark.dist
-def test_two_process_ddp_matches_one_process(tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_match_one_process(tmp_path, strategy):
     one, two = tmp_path / "one.pt", tmp_path / "two.pt"
     r1 = subprocess.run([sys.executable, str(HERE / "dist_worker.py"), "ddp", str(one)], env=_env(),
                         capture_output=True, text=True, timeout=300)
     assert r1.returncode == 0, r1.stderr
     r2 = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-         f"--master_port={_free_port()}", str(HERE / "dist_worker.py"), "ddp", str(two)],
+         f"--master_port={_free_port()}", str(HERE / "dist_worker.py"), strategy, str(two)],
         env=_env(), capture_output=True, text=True, timeout=300,
     )
     assert r2.returncode == 0, r2.stderr[-3000:]
