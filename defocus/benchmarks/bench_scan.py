@@ -1,8 +1,8 @@
-"""Selective-scan benchmark: sequential reference vs chunked PyTorch vs Triton, same run.
+"""Selective-scan benchmark: sequential reference vs chunked PyTorch vs fused C++ (CPU) / Triton (CUDA).
 
 Prints one JSON line per (L, pass, impl) with the median time and the speed-up over the sequential
 reference measured in the same run. Triton is timed only on CUDA (the CPU interpreter is a
-correctness tool, not a fast path).
+correctness tool, not a fast path); the C++ kernel only on CPU (compiled before timing).
 
     OMP_NUM_THREADS=2 python benchmarks/bench_scan.py            # L = 197, 1024, 4096
     python benchmarks/bench_scan.py --lengths 1024 --repeats 3
@@ -60,6 +60,11 @@ def main():
         from defocus.ops.selective_scan_triton import selective_scan_triton
 
         impls["triton"] = selective_scan_triton
+    else:
+        from defocus.ops.selective_scan_cpu import cpu_kernel_available, selective_scan_cpu
+
+        if cpu_kernel_available():
+            impls["cpu"] = selective_scan_cpu
     for L in args.lengths:
         for mode in ("fwd", "fwd+bwd"):
             grad = mode != "fwd"

@@ -110,3 +110,23 @@ def test_dispatch_and_bad_input():
         selective_scan(*ins, impl="cuda-magic")
     with pytest.raises(ValueError, match="B must be"):
         selective_scan(ins[0], ins[1], ins[2], ins[3][:, :, :3], ins[4])
+
+
+@pytest.mark.slow  # compiles the C++ extension on first use (about a minute)
+@pytest.mark.parametrize("shape", [(2, 5, 13, 4), (1, 3, 1, 2), (3, 7, 40, 16)])
+def test_cpu_kernel_equals_reference_float64(shape):
+    from defocus.ops.selective_scan_cpu import cpu_kernel_available, selective_scan_cpu
+
+    if not cpu_kernel_available():
+        pytest.skip("no C++ compiler for the fused CPU kernel")
+    ins = make_inputs(*shape, torch.float64)
+    w = torch.randn(shape[0], shape[1], shape[2], dtype=torch.float64)
+    ref = run(selective_scan_ref, ins, w)
+    got = run(selective_scan_cpu, ins, w)
+    torch.testing.assert_close(got[0], ref[0], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(got[1], ref[1], rtol=1e-10, atol=1e-10)
+    for a, b in zip(got[2], ref[2]):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    f = lambda *a: selective_scan_cpu(*a, delta_softplus=True, return_last_state=True)  # noqa: E731
+    assert torch.autograd.gradcheck(f, tuple(make_inputs(1, 2, 5, 2, torch.float64)))
+    torch.testing.assert_close(selective_scan(*ins[:5], impl="cpu"), selective_scan_ref(*ins[:5]))

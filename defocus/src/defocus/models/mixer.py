@@ -39,7 +39,7 @@ class MixerConfig:
     time_step_floor: float = 1e-4
     layer_norm_epsilon: float = 1e-5
     residual_in_fp32: bool = True
-    scan_impl: str = "auto"  # "auto" | "ref" | "chunked" | "triton"
+    scan_impl: str = "auto"  # "auto" | "ref" | "chunked" | "triton" | "cpu" (fused C++, compiled on first use)
 
 
 def init_bandpass_freq(n: int) -> Tensor:

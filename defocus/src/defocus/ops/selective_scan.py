@@ -186,11 +186,13 @@ def selective_scan(
     return_last_state: bool = False,
     impl: str = "auto",
 ):
-    """Dispatch: ``impl`` in {"auto", "ref", "chunked", "triton"}.
+    """Dispatch: ``impl`` in {"auto", "ref", "chunked", "triton", "cpu"}.
 
     "auto" picks the Triton kernel for CUDA tensors when Triton imports, otherwise the sequential
     reference: on CPU the scan is memory-bound, and the chunked form (more elementwise passes over
     (b, E, L, N) tensors) measured slower than the sequential loop (benchmarks/bench_scan.py).
+    "cpu" is the fused C++ kernel (about 10x the reference at L = 1024); it is opt-in because its
+    first use compiles it (about a minute).
     """
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     if impl == "auto":
@@ -203,7 +205,11 @@ def selective_scan(
         from .selective_scan_triton import selective_scan_triton
 
         return selective_scan_triton(*args)
-    raise ValueError(f"selective_scan: unknown impl {impl!r}; use one of 'auto', 'ref', 'chunked', 'triton'")
+    if impl == "cpu":
+        from .selective_scan_cpu import selective_scan_cpu
+
+        return selective_scan_cpu(*args)
+    raise ValueError(f"selective_scan: unknown impl {impl!r}; use one of 'auto', 'ref', 'chunked', 'triton', 'cpu'")
 
 
 def _triton_available() -> bool:
