@@ -151,3 +151,15 @@ def test_wrong_camera_count_gives_clear_error(infos, make_tiny):
     batch["imgs"] = batch["imgs"][:, :, :5]
     with pytest.raises(ValueError, match="5 camera images"):
         make_tiny().eval()(batch)
+
+
+def test_make_data_cli_writes_a_loadable_set(tmp_path):
+    from nuscenes import NuScenes
+
+    from bevformer_v2.data.synthetic import main
+
+    main(["--root", str(tmp_path / "s"), "--samples-per-scene", "2", "--objects-per-scene", "10", "--img-w", "64",
+          "--img-h", "36"])
+    n = NuScenes("v1.0-mini", str(tmp_path / "s"), verbose=False)
+    assert len(n.sample) == 20 and len(n.sample_annotation) == 200
+    assert n.get("sample_data", n.sample[0]["data"]["CAM_FRONT"])["width"] == 64

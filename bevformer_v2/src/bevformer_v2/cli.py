@@ -10,6 +10,7 @@ import pickle
 from pathlib import Path
 
 import hydra
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from repro_shared import checkpoint, dist, run
@@ -90,6 +91,8 @@ def train(cfg: DictConfig) -> None:
     if tcfg.epochs:
         per_epoch = -(-len(train_ds) // (tcfg.batch_size * tcfg.accum * ctx.dist.world_size))
         OmegaConf.update(cfg, "train.iters", int(tcfg.epochs * per_epoch))
+    if ctx.dist.world_size > 1 and ctx.device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # official SyncBN (spec §6.3)
     wrapped = dist.wrap_model(model, "ddp", find_unused_parameters=True)
     optimizer = build_optimizer(model, tcfg.lr, tcfg.weight_decay, tcfg.backbone_lr_mult)
     state = checkpoint.resume(ctx.checkpoint_dir, tcfg.resume, model=model, optimizer=optimizer)

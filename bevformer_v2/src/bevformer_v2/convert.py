@@ -20,6 +20,8 @@ RENAME = [
     (TOWERS + r"\.(\d+)\.weight$", r"fcos3d_bbox_head.\1.layers.\2.conv.weight"),
     (TOWERS + r"\.(\d+)\.norm\.", r"fcos3d_bbox_head.\1.layers.\2.norm."),
     (PREDICTORS + r"\.0\.", r"fcos3d_bbox_head.fcos3d_head.\1."),
+    (r"^backbone\.", "img_backbone."),  # mmdet FCOS COCO checkpoint (official ``load_from``)
+    (r"^neck\.", "img_neck."),
 ]
 # official entries with no counterpart (constants / buffers re-created by our modules)
 DROP = [r"^pts_bbox_head\.code_weights$", r"mean_depth_per_level$", r"std_depth_per_level$"]
