@@ -16,6 +16,15 @@ from .models.dd3d import (SIZES_OF_INTEREST, box3d_corners, canonical_sizes, fla
 CODE_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.2, 0.2)
 
 
+def reduce_mean(x: float, device) -> float:
+    """Mean of a scalar over GPUs (official ``sync_cls_avg_factor`` / DD3D ``reduce_sum / world``)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        t = torch.tensor(float(x), device=device)
+        torch.distributed.all_reduce(t)
+        return float(t) / torch.distributed.get_world_size()
+    return float(x)
+
+
 # ------------------------------------------------------------------------------------------ BEV head (§3.1)
 def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0):
     """Elementwise sigmoid focal loss (spec §6.2): alpha_t (1 - p_t)^gamma BCE(x, t)."""
@@ -66,7 +75,7 @@ def bev_head_loss(all_cls: torch.Tensor, all_reg: torch.Tensor, gt_boxes: list, 
     L, B, Qt, K = all_cls.shape
     Qg = Qt // groups
     gt_norm = [normalize_bbox(g) for g in gt_boxes]
-    num_pos = max(sum(len(g) for g in gt_boxes), 1)  # avg_factor (single process; all-reduced under DDP)
+    num_pos = max(reduce_mean(sum(len(g) for g in gt_boxes), all_cls.device), 1.0)  # avg_factor
     cw = all_reg.new_tensor(CODE_WEIGHTS)
     losses = {}
     for lid in range(L):
@@ -175,7 +184,7 @@ def dd3d_loss(out: dict, targets: list, strides, fix_smooth_l1: bool = False) ->
         flat_targets["K"].append(t["K"].to(dev)[None].expand(len(t["labels"]), 3, 3))
     im_idx, loc_idx, gt_of, ltrb_t = (torch.cat(x) for x in (im_idx, loc_idx, gt_of, ltrb_t))
     ft = {k: torch.cat(v) for k, v in flat_targets.items()}
-    num_pos = max(float(len(loc_idx)), 1.0)
+    num_pos = max(reduce_mean(len(loc_idx), dev), 1.0)
     losses = {"loss_cls2d": sigmoid_focal_loss(cls, labels_all).sum() / num_pos}
     zero = sum(m.sum() for maps in out.values() for m in maps) * 0.0  # keeps every head output in the graph
     if len(loc_idx) == 0:
@@ -185,7 +194,7 @@ def dd3d_loss(out: dict, targets: list, strides, fix_smooth_l1: bool = False) ->
         return losses
     l, r, tt, b = ltrb_t.unbind(-1)
     ctr_t = ((torch.minimum(l, r) / torch.maximum(l, r)) * (torch.minimum(tt, b) / torch.maximum(tt, b))).sqrt()
-    denom = max(float(ctr_t.sum()), 1e-6)
+    denom = max(reduce_mean(ctr_t.sum(), dev), 1e-6)
     losses["loss_box2d"] = (_giou_loss(box2d[im_idx, loc_idx], ltrb_t) * ctr_t).sum() / denom
     losses["loss_centerness"] = F.binary_cross_entropy_with_logits(ctr[im_idx, loc_idx], ctr_t,
                                                                    reduction="sum") / num_pos
