@@ -26,6 +26,13 @@ def test_train_eval_diagnose(tmp_path):
     assert m["drop_path_rate"] == pytest.approx(0.5)  # scheduled: last epoch reaches max_rate
     ckpts = sorted((tmp_path / "train" / "checkpoints").glob("ckpt_*.pt"))
     assert ckpts
+    # resume: a longer schedule in the same folder continues after the saved epoch instead of restarting
+    p = cli("train", *small[1:], "train.epochs=3", f"hydra.run.dir={tmp_path}/train")
+    assert "resumed from epoch 1" in p.stdout + p.stderr
+    m3 = json.loads((tmp_path / "train" / "metrics.json").read_text())
+    assert m3["epoch"] == 2
+    ckpts = sorted((tmp_path / "train" / "checkpoints").glob("ckpt_*.pt"))
+    m = m3
     cli("evaluate", *small, f"eval.checkpoint={ckpts[-1]}", f"hydra.run.dir={tmp_path}/eval")
     e = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert e["top1"] == pytest.approx(m["top1"])

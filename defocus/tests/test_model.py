@@ -211,3 +211,15 @@ def test_aux_outputs_shapes_official_layout():
     l2, a2 = m2(x, return_aux=True)
     torch.testing.assert_close(l2, logits)
     torch.testing.assert_close(a2, aux.mean(1), atol=1e-5, rtol=1e-5)  # linear head: pooled = mean of logits
+
+
+def test_gradient_checkpointing_is_exact():
+    torch.manual_seed(0)
+    a = build_model("defocus_tiny_test").train()
+    b = build_model("defocus_tiny_test", use_checkpoint=True).train()
+    b.load_state_dict(a.state_dict())
+    x = torch.rand(2, 3, 32, 32)
+    for m in (a, b):
+        m(x, drop_path_rate=0.0).sum().backward()
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=n)

@@ -70,7 +70,7 @@ def block_maps(model: DefocusMamba, images: Tensor, labels: Tensor, layer: int) 
     L = X.shape[1]
     rows = [torch.autograd.grad(norms[:, t].sum(), X, retain_graph=t < L - 1)[0].norm(dim=-1) for t in range(L)]
     M = torch.stack(rows, dim=1)  # (b, t, s)
-    M = M * (1 - torch.eye(L, dtype=M.dtype))  # remove the residual diagonal
+    M = M * (1 - torch.eye(L, dtype=M.dtype, device=M.device))  # remove the residual diagonal
     return {"grad": g.detach(), "cls_rf": M[:, -1, :-1].detach(), "attn": M.detach()}
 
 
