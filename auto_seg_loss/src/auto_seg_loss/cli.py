@@ -162,6 +162,28 @@ def _proxy_datasets(cfg):
             torch.utils.data.Subset(VOCAugDataset(d.root, "train_aug", test_pipe), held))
 
 
+def proxy_reward(cfg: DictConfig, control_points, train_ds, reward_ds, device, seeds=None) -> float:
+    """Reward of one loss: train a fresh proxy model with the surrogate (``control_points``) for
+    ``proxy.iters`` iterations per seed and return the mean target metric on ``reward_ds`` (NaN -> 0).
+    Every sample uses the same seeds (common random numbers: same init and batches)."""
+    p, metric, k = cfg.proxy, cfg.metric, cfg.data.num_classes
+    evaluator = SegEvaluator(k, cfg.data.ignore_index, p.drop_bg, p.tol, p.tol)
+    loss_cfg = OmegaConf.create({"name": "asl", "metric": metric, "drop_bg": metric == "BIoU", "tol": p.tol,
+                                 "bezier_impl": "lut", "decode_weight": 1.0, "aux_weight": p.aux_weight})
+    values = []
+    for s in (seeds if seeds is not None else p.seeds):
+        run.seed_everything(int(s))
+        model = build_model(cfg.model, k).to(device)
+        opt = build_optimizer(model, p)
+        data = _train_loader(train_ds, p.batch_size, int(s))
+        engine.train_iters(model, data, build_losses(loss_cfg, k, cfg.data.ignore_index, list(control_points)), opt,
+                           p.iters, device, min_lr=p.min_lr, log_every=10**9)
+        m = engine.evaluate(model, _loader(reward_ds, 16 if cfg.data.name == "shapes" else 1, False),
+                            evaluator, device)[metric]
+        values.append(0.0 if math.isnan(m) else m)
+    return sum(values) / len(values)
+
+
 def run_search(cfg: DictConfig) -> dict:
     """PPO search of the surrogate's curves; resumable (rerun with the same ``hydra.run.dir``)."""
     ctx = run.setup_run(cfg, name="auto_seg_loss")
@@ -169,25 +191,11 @@ def run_search(cfg: DictConfig) -> dict:
     n_pieces = NUM_PIECES[metric]
     p = cfg.proxy
     train_ds, reward_ds = _proxy_datasets(cfg)
-    evaluator = SegEvaluator(k, cfg.data.ignore_index, p.drop_bg, p.tol, p.tol)
-    loss_cfg = OmegaConf.create({"name": "asl", "metric": metric, "drop_bg": metric == "BIoU", "tol": p.tol,
-                                 "bezier_impl": "lut", "decode_weight": 1.0, "aux_weight": p.aux_weight})
 
     def reward(theta: torch.Tensor, rnd: int, idx: int) -> float:
         # theta in [0,1]^D -> control points; clamp keeps every Bezier piece of positive width
         cp = theta_to_control_points(theta.double().clamp(1e-4, 1 - 1e-4), n_pieces).tolist()
-        values = []
-        for s in p.seeds:
-            run.seed_everything(int(s))  # common random numbers: same init and batches for all samples
-            model = build_model(cfg.model, k).to(ctx.device)
-            opt = build_optimizer(model, p)
-            data = _train_loader(train_ds, p.batch_size, int(s))
-            engine.train_iters(model, data, build_losses(loss_cfg, k, cfg.data.ignore_index, cp), opt, p.iters,
-                               ctx.device, min_lr=p.min_lr, log_every=10**9)
-            m = engine.evaluate(model, _loader(reward_ds, 16 if cfg.data.name == "shapes" else 1, False),
-                                evaluator, ctx.device)[metric]
-            values.append(0.0 if math.isnan(m) else m)
-        r = sum(values) / len(values)
+        r = proxy_reward(cfg, cp, train_ds, reward_ds, ctx.device)
         ctx.log.info("round %d sample %d reward %.4f", rnd, idx, r)
         ctx.metrics.log({"reward": r, "round": rnd, "sample": idx}, step=rnd * 10_000 + idx)
         return r
