@@ -26,6 +26,13 @@ def build_from_cfg(cfg: DictConfig):
                        use_checkpoint=bool(m.use_checkpoint), drop_path_rate=const_rate)
 
 
+def class_map(cfg: DictConfig):
+    """Logit columns used for validation (data.class_map, e.g. map22kto1k.txt), or None."""
+    from .data.imagenet import load_class_map
+
+    return load_class_map(cfg.data.get("class_map"))
+
+
 def build_data(cfg: DictConfig, world_size: int = 1, rank: int = 0):
     """(train_loader, val_loader, mixup) of the configured dataset."""
     d = cfg.data
@@ -66,6 +73,7 @@ def train(cfg: DictConfig) -> dict:
     lr, wlr, mlr = (scale_lr(v, global_batch) for v in (t.base_lr, t.warmup_lr, t.min_lr))
     optimizer = build_optimizer(model, lr, t.weight_decay, t.betas, t.eps)
     scheduler = build_scheduler(optimizer, t.epochs, t.warmup_epochs, len(train_loader), mlr, wlr)
+    cmap = class_map(cfg)
     ema = None
     if t.ema.enabled:
         from timm.utils import ModelEmaV3
@@ -88,9 +96,9 @@ def train(cfg: DictConfig) -> dict:
         tr = train_one_epoch(wrapped, train_loader, optimizer, scheduler, epoch=epoch, device=device,
                              drop_path_rate=rate, aux_weight=t.aux_weight, clip_grad=t.clip_grad, mixup=mixup,
                              ema=ema, precision=cfg.precision, log=None, metrics=ctx.metrics)
-        results = {f"val_{k}": v for k, v in run_eval(model, val_loader, device).items()}
+        results = {f"val_{k}": v for k, v in run_eval(model, val_loader, device, cmap).items()}
         if ema is not None:
-            results.update({f"val_ema_{k}": v for k, v in run_eval(ema.module, val_loader, device).items()})
+            results.update({f"val_ema_{k}": v for k, v in run_eval(ema.module, val_loader, device, cmap).items()})
         results.update({f"train_{k}": v for k, v in tr.items()}, drop_path_rate=rate, epoch=epoch)
         ctx.metrics.log(results, step=(epoch + 1) * len(train_loader))
         log.info("epoch %d | dpr %.3f | loss %.4f | val top1 %.2f", epoch, rate, tr["loss"], results["val_top1"])
@@ -103,7 +111,7 @@ def train(cfg: DictConfig) -> dict:
                                        step=(epoch + 1) * len(train_loader), config=cfg, extra=extra,
                                        keep_last=t.keep_last)
     if not results:  # resumed after the last epoch: evaluate the restored weights
-        results = {f"val_{k}": v for k, v in run_eval(model, val_loader, device).items()}
+        results = {f"val_{k}": v for k, v in run_eval(model, val_loader, device, cmap).items()}
     final = {"top1": results["val_top1"], "top5": results["val_top5"], **results}
     run.write_metrics(ctx.out_dir, final)
     ctx.metrics.close()
@@ -127,7 +135,7 @@ def evaluate(cfg: DictConfig) -> dict:
     model = build_from_cfg(cfg).to(ctx.device)
     _load_weights(model, path, cfg.eval.official, cfg.eval.use_ema)
     _, val_loader, _ = build_data(cfg, ctx.dist.world_size, ctx.dist.rank)
-    res = run_eval(model, val_loader, ctx.device)
+    res = run_eval(model, val_loader, ctx.device, class_map(cfg))
     run.write_metrics(ctx.out_dir, res)
     ctx.log.info("eval %s: top1 %.2f top5 %.2f", path, res["top1"], res["top5"])
     return res

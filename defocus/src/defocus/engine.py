@@ -63,8 +63,11 @@ def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, *, epoch: in
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, device: torch.device) -> dict:
-    """Top-1/top-5 (%) of the CLS logits in fp32, averaged over ranks (spec §4)."""
+def evaluate(model: nn.Module, loader, device: torch.device, class_indices: torch.Tensor | None = None) -> dict:
+    """Top-1/top-5 (%) of the CLS logits in fp32, averaged over ranks (spec §4).
+
+    ``class_indices`` (K,) keeps only those logit columns (IN-22k model on IN-1k val via map22kto1k).
+    """
     model.eval()
     correct1 = torch.zeros((), device=device)
     correct5 = torch.zeros((), device=device)
@@ -73,6 +76,8 @@ def evaluate(model: nn.Module, loader, device: torch.device) -> dict:
     for x, y in loader:
         x, y = x.to(device), y.to(device)
         logits = model(x).float()
+        if class_indices is not None:
+            logits = logits[:, class_indices.to(logits.device)]
         loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum")
         top = logits.topk(min(5, logits.shape[-1]), dim=-1).indices
         correct1 += (top[:, 0] == y).sum()

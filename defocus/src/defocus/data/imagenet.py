@@ -16,7 +16,18 @@ from timm.data.distributed_sampler import RepeatAugSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.datasets import ImageFolder
 
-__all__ = ["ListFileDataset", "build_imagenet_dataset", "build_transform", "build_mixup", "build_imagenet_loaders"]
+__all__ = ["ListFileDataset", "build_imagenet_dataset", "build_transform", "build_mixup", "build_imagenet_loaders",
+           "load_class_map"]
+
+
+def load_class_map(path) -> torch.Tensor | None:
+    """Indices (one integer per line, e.g. the official map22kto1k.txt) -> (K,) long tensor; None if no path."""
+    if not path:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"class map {p} does not exist (expected one logit index per line)")
+    return torch.tensor([int(v) for v in p.read_text().split()], dtype=torch.long)
 
 
 class ListFileDataset(Dataset):
@@ -50,7 +61,7 @@ def build_transform(is_train: bool, cfg):
 
 
 def build_imagenet_dataset(split: str, cfg):
-    root = Path(cfg.root)
+    root = Path(cfg.get("val_root") or cfg.root) if split == "val" else Path(cfg.root)
     transform = build_transform(split == "train", cfg)
     if (root / "meta" / f"{split}.txt").is_file():
         return ListFileDataset(root, split, transform)
