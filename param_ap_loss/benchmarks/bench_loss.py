@@ -1,7 +1,7 @@
 """PAP loss: official-style pairwise reference vs sort + prefix-sum fast path (forward + backward).
 
-Prints one JSON line per measurement. Each (size, variant) timing runs in a fresh subprocess so that its
-peak RSS (``ru_maxrss`` minus the RSS after building the inputs) belongs to that variant alone; the
+Prints one JSON line per measurement. Each (size, variant) timing runs in a fresh subprocess; its peak RSS is the
+high-water mark (reset via /proc/self/clear_refs after building the inputs) minus the RSS at that point; the
 ratios compare variants measured in the same run. Values/gradients of the fast path are compared in
 float64 against a chunked float64 evaluation of the reference formula (the full float64 matrix at
 100k x 1024 would need ~16 GB).
@@ -37,8 +37,22 @@ def make_inputs(n: int, p: int, dtype: torch.dtype, seed: int = 0):
     return logits, q, t.view(m, C)
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak() -> float:
+    """Reset the peak-RSS counter (Linux clear_refs 5) and return the current RSS in MB."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _status_mb("VmRSS")
+    except OSError:  # not Linux / not permitted: fall back to the process high-water mark
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _time_variant(variant: str, n: int, p: int, repeats: int, threads: int, out: mp.Queue) -> None:
@@ -57,7 +71,7 @@ def _measure(variant: str, n: int, p: int, repeats: int, threads: int) -> dict:
     fn = pap_loss_fast if variant == "fast" else pap_loss_reference
     logits, q, t = make_inputs(n, p, torch.float32)
     ctrl = torch.tensor(get_preset("retinanet").ctrl_points)
-    base = _rss_mb()
+    base = _reset_peak()
     times = []
     for _ in range(repeats):
         z, qq = logits.clone().requires_grad_(), q.clone().requires_grad_()
@@ -65,7 +79,7 @@ def _measure(variant: str, n: int, p: int, repeats: int, threads: int) -> dict:
         loss = fn(z, qq * t, t, ctrl)
         loss.backward()
         times.append(time.perf_counter() - t0)
-    return {"time_s": statistics.median(times), "peak_rss_mb": _rss_mb() - base, "loss": loss.item()}
+    return {"time_s": statistics.median(times), "peak_rss_mb": _status_mb("VmHWM") - base, "loss": loss.item()}
 
 
 def run_variant(variant: str, n: int, p: int, repeats: int, threads: int) -> dict:
