@@ -18,28 +18,35 @@ def cli(entry, *args, check=True):
     return p
 
 
+def compose(*overrides):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    with initialize_config_module("defocus.configs", version_base=None):
+        return hydra_compose("train", overrides=list(overrides))
+
+
 def test_train_eval_diagnose(tmp_path):
-    small = ["train.epochs=2", "train.batch_size=128", "data.canvas=16", "data.digit_size=16"]
-    cli("train", *small, f"hydra.run.dir={tmp_path}/train")
+    """The console entry point in a subprocess, then resume / eval / diagnose in-process (same code paths)."""
+    from defocus.cli import run_diagnose, run_evaluate, run_train
+
+    small = ["train.batch_size=64", "data.canvas=16", "data.digit_size=16", "data.train_subset=256"]
+    cli("train", *small, "train.epochs=2", f"hydra.run.dir={tmp_path}/train")
     m = json.loads((tmp_path / "train" / "metrics.json").read_text())
     assert {"top1", "top5", "val_loss", "drop_path_rate"} <= set(m)
     assert m["drop_path_rate"] == pytest.approx(0.5)  # scheduled: last epoch reaches max_rate
-    ckpts = sorted((tmp_path / "train" / "checkpoints").glob("ckpt_*.pt"))
-    assert ckpts
+    assert sorted((tmp_path / "train" / "checkpoints").glob("ckpt_*.pt"))
     # resume: a longer schedule in the same folder continues after the saved epoch instead of restarting
-    p = cli("train", *small[1:], "train.epochs=3", f"hydra.run.dir={tmp_path}/train")
-    assert "resumed from epoch 1" in p.stdout + p.stderr
-    m3 = json.loads((tmp_path / "train" / "metrics.json").read_text())
+    m3 = run_train(compose(*small, "train.epochs=3", f"+output_dir={tmp_path}/train"))
     assert m3["epoch"] == 2
-    ckpts = sorted((tmp_path / "train" / "checkpoints").glob("ckpt_*.pt"))
-    m = m3
-    cli("evaluate", *small, f"eval.checkpoint={ckpts[-1]}", f"hydra.run.dir={tmp_path}/eval")
-    e = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert e["top1"] == pytest.approx(m["top1"])
-    cli("diagnose", *small, f"diagnose.checkpoint={ckpts[-1]}", "diagnose.num_images=16",
-        f"hydra.run.dir={tmp_path}/diag")
-    d = json.loads((tmp_path / "diag" / "metrics.json").read_text())
+    assert json.loads((tmp_path / "train" / "metrics.json").read_text())["epoch"] == 2
+    ckpt = sorted((tmp_path / "train" / "checkpoints").glob("ckpt_*.pt"))[-1]
+    e = run_evaluate(compose(*small, f"eval.checkpoint={ckpt}", f"+output_dir={tmp_path}/eval"))
+    assert e["top1"] == pytest.approx(m3["top1"])
+    d = run_diagnose(compose(*small, f"diagnose.checkpoint={ckpt}", "diagnose.num_images=16",
+                             f"+output_dir={tmp_path}/diag"))
     assert "b2_grad_entropy" in d and (tmp_path / "diag" / "overfocus.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "diag" / "metrics.json").read_text()) == pytest.approx(d)
 
 
 def test_bad_input_messages():

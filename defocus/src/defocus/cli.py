@@ -41,7 +41,8 @@ def build_data(cfg: DictConfig, world_size: int = 1, rank: int = 0):
 
         if d.canvas % cfg.model.patch_size:
             raise ValueError(f"data.canvas={d.canvas} is not divisible by model.patch_size={cfg.model.patch_size}")
-        tl, vl = build_digits_loaders(d.canvas, d.digit_size, d.noise, cfg.train.batch_size, cfg.seed, d.num_workers)
+        tl, vl = build_digits_loaders(d.canvas, d.digit_size, d.noise, cfg.train.batch_size, cfg.seed, d.num_workers,
+                                      d.get("train_subset"))
         return tl, vl, None
     if d.name == "imagenet":
         from .data.imagenet import build_imagenet_loaders, build_mixup
@@ -60,8 +61,8 @@ def _load_weights(model, path: str, official: bool, use_ema: bool):
     return state
 
 
-@hydra.main(version_base=None, config_path="configs", config_name="train")
-def train(cfg: DictConfig) -> dict:
+def run_train(cfg: DictConfig) -> dict:
+    """``defocus-train``: build, (resume,) train, evaluate every epoch, checkpoint, write metrics.json."""
     ctx = run.setup_run(cfg, name="defocus")
     log, device, t = ctx.log, ctx.device, cfg.train
     model = build_from_cfg(cfg).to(device)
@@ -128,8 +129,8 @@ def _require_checkpoint(path) -> str:
     return str(path)
 
 
-@hydra.main(version_base=None, config_path="configs", config_name="train")
-def evaluate(cfg: DictConfig) -> dict:
+def run_evaluate(cfg: DictConfig) -> dict:
+    """``defocus-eval``: top-1/top-5 of a checkpoint (ours, or official with eval.official=true)."""
     ctx = run.setup_run(cfg, name="defocus")
     path = _require_checkpoint(cfg.eval.checkpoint)
     model = build_from_cfg(cfg).to(ctx.device)
@@ -141,8 +142,8 @@ def evaluate(cfg: DictConfig) -> dict:
     return res
 
 
-@hydra.main(version_base=None, config_path="configs", config_name="train")
-def diagnose(cfg: DictConfig) -> dict:
+def run_diagnose(cfg: DictConfig) -> dict:
+    """``defocus-diagnose``: over-focus metrics (metrics.json) and overfocus.png of a checkpoint."""
     from .diagnostics import overfocus_report, plot_maps
 
     ctx = run.setup_run(cfg, name="defocus")
@@ -168,3 +169,9 @@ def diagnose(cfg: DictConfig) -> dict:
     for k, v in sorted(metrics.items()):
         ctx.log.info("%s = %.4f", k, v)
     return metrics
+
+
+_hydra = hydra.main(version_base=None, config_path="configs", config_name="train")
+train = _hydra(run_train)
+evaluate = _hydra(run_evaluate)
+diagnose = _hydra(run_diagnose)

@@ -53,8 +53,11 @@ class DigitsCanvas(Dataset):
 
 
 def build_digits_loaders(canvas: int, digit_size: int, noise: float, batch_size: int, seed: int,
-                         num_workers: int = 0):
+                         num_workers: int = 0, train_subset: int | None = None):
+    """Train/val loaders; ``train_subset`` keeps the first N training images (quick checks)."""
     train = DigitsCanvas("train", canvas, digit_size, noise, seed=seed)
+    if train_subset:
+        train = torch.utils.data.Subset(train, range(min(train_subset, len(train))))
     val = DigitsCanvas("val", canvas, digit_size, noise, seed=seed)
     g = torch.Generator().manual_seed(seed)
     return (DataLoader(train, batch_size=batch_size, shuffle=True, drop_last=True, generator=g,
