@@ -174,6 +174,7 @@ class BEVFormerV2(nn.Module):
     def _history_bevs(self, batch) -> list:
         """History BEVs (B, HW, C) of frames t < 0, encoder in eval mode under no_grad (spec §2.5)."""
         T = batch["imgs"].shape[1]
+        bda = self._bda(batch)  # history BEVs share the current frame's BDA (spec §2.4)
         was_training = self.training
         self.eval()
         bevs = []
@@ -181,12 +182,16 @@ class BEVFormerV2(nn.Module):
             for t in range(T - 1):
                 feats = self.extract_feat(batch["imgs"][:, t], batch["flip"], False)
                 bevs.append(self.pts_bbox_head.encode(feats[: self.num_bev_levels], batch["lidar2img"][:, t],
-                                                      batch["img_shape"], self._bda(batch)))
+                                                      batch["img_shape"], bda))
         self.train(was_training)
         return bevs
 
     def _bda(self, batch):
-        return batch["bda"] if self.training else None
+        """BDA matrices (B, 3, 3) in training (None at test time or when every sample is un-augmented)."""
+        bda = batch["bda"]
+        if not self.training or torch.equal(bda, torch.eye(3, device=bda.device).expand_as(bda)):
+            return None
+        return bda
 
     @torch.no_grad()
     def proposals(self, dd3d_out: dict, batch) -> torch.Tensor:
