@@ -26,10 +26,9 @@ from .ops.bezier import identity_theta, theta_to_control_points
 from .search import PPOSearch, SearchConfig
 
 
-def _loader(ds, batch_size: int, shuffle: bool, num_workers: int = 0, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle,
-                                       num_workers=num_workers, generator=g)
+def _eval_loader(ds, batch_size: int, num_workers: int = 0):
+    """In-order loader for evaluation (images of different sizes need batch_size 1)."""
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
 
 
 def _train_loader(ds, batch_size: int, seed: int, start_iter: int = 0, num_workers: int = 0):
@@ -83,8 +82,8 @@ def run_train(cfg: DictConfig) -> dict:
     val_ds = build_dataset(cfg.data, cfg.data.val_split, train=False)
     k = cfg.data.num_classes
     model = build_model(cfg.model, k)
-    if ctx.dist.world_size > 1 and cfg.train.get("sync_bn", True):
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # official re-training: SyncBN
+    if ctx.dist.world_size > 1 and ctx.device.type == "cuda" and cfg.train.get("sync_bn", True):
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # official re-training: SyncBN (GPU only)
     model = model.to(ctx.device)
     losses = build_losses(cfg.loss, k, cfg.data.ignore_index)
     optimizer = build_optimizer(model, cfg.optim)
@@ -112,7 +111,7 @@ def run_train(cfg: DictConfig) -> dict:
                        cfg.optim.min_lr, cfg.optim.power, cfg.train.log_every, on_log, on_iter_end)
     metrics = {}
     if ctx.dist.is_main:  # evaluation on rank 0 only
-        val_loader = _loader(val_ds, cfg.eval.batch_size if cfg.data.name == "shapes" else 1, False)
+        val_loader = _eval_loader(val_ds, cfg.eval.batch_size if cfg.data.name == "shapes" else 1)
         metrics = engine.evaluate(model, val_loader, _evaluator(cfg.eval, cfg.data), ctx.device)
         metrics = {k: round(100.0 * v, 3) for k, v in metrics.items()}
     rdist.barrier()
@@ -133,7 +132,7 @@ def run_eval(cfg: DictConfig) -> dict:
     model = build_model(cfg.model, cfg.data.num_classes).to(ctx.device)
     checkpoint.load_checkpoint(path, model=model, restore_rng=False)
     ds = build_dataset(cfg.data, cfg.data.val_split, train=False)
-    loader = _loader(ds, cfg.eval.batch_size if cfg.data.name == "shapes" else 1, False, cfg.eval.num_workers)
+    loader = _eval_loader(ds, cfg.eval.batch_size if cfg.data.name == "shapes" else 1, cfg.eval.num_workers)
     metrics = {k: round(100.0 * v, 3) for k, v in
                engine.evaluate(model, loader, _evaluator(cfg.eval, cfg.data), ctx.device).items()}
     ctx.log.info("val: %s", metrics)
@@ -178,7 +177,7 @@ def proxy_reward(cfg: DictConfig, control_points, train_ds, reward_ds, device, s
         data = _train_loader(train_ds, p.batch_size, int(s))
         engine.train_iters(model, data, build_losses(loss_cfg, k, cfg.data.ignore_index, list(control_points)), opt,
                            p.iters, device, min_lr=p.min_lr, log_every=10**9)
-        m = engine.evaluate(model, _loader(reward_ds, 16 if cfg.data.name == "shapes" else 1, False),
+        m = engine.evaluate(model, _eval_loader(reward_ds, 16 if cfg.data.name == "shapes" else 1),
                             evaluator, device)[metric]
         values.append(0.0 if math.isnan(m) else m)
     return sum(values) / len(values)

@@ -41,11 +41,6 @@ def _points(ctrl: torch.Tensor) -> torch.Tensor:
     return torch.cat([zero, ctrl, one]).view(-1, 2)
 
 
-def num_pieces(ctrl_len: int) -> int:
-    """Number of pieces n of a curve with ``ctrl_len`` = 2(2n-1) interior coordinates."""
-    return (ctrl_len // 2 + 1) // 2
-
-
 def _solve_t(a: torch.Tensor, xi: torch.Tensor, degenerate: bool) -> torch.Tensor:
     """Official root of xi = 2a t(1-t) + t^2 (spec §3.3); ``degenerate`` marks a == 1/2 exactly."""
     if degenerate:
