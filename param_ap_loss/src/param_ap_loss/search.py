@@ -29,6 +29,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from repro_shared import dist
+
 from .ops.piecewise import IDENTITY_THETA, grad_scale_from_theta, theta_to_ctrl
 
 THETA_PER_FUNCTION = 8
@@ -151,6 +153,9 @@ class SearchState:
         return len(self.mu) - 1
 
     def save(self, out_dir: Path) -> None:
+        """Write all arrays atomically (rank 0 only under torchrun)."""
+        if not dist.is_main():
+            return
         out_dir.mkdir(parents=True, exist_ok=True)
         for name, value in (("mu", self.mu), ("sigma", self.sigma), ("sample_theta", self.thetas),
                             ("sample_reward", self.rewards)):
@@ -275,7 +280,11 @@ class ProxyReward:
         return ap if math.isfinite(ap) else 0.0
 
 
-def _devices(spec: Any) -> list[str]:
+def _devices(spec: Any, own: str) -> list[str]:
+    """Devices for parallel proxies. Under torchrun (or ``ddp``) every proxy is one DDP run over all
+    ranks, samples run one after another (the official scheme)."""
+    if dist.get_world_size() > 1 or spec == "ddp":
+        return [own]
     if spec in (None, "auto"):
         n = torch.cuda.device_count()
         return [f"cuda:{i}" for i in range(n)] if n else ["cpu"]
@@ -294,10 +303,11 @@ def run_search_from_config(cfg: Any, ctx) -> dict[str, float]:
     out = Path(sc.get("out_dir") or ctx.out_dir)
     state = run_search(reward, space, out, int(sc.rounds), int(sc.samples), float(sc.sigma0), float(sc.mu_lr),
                        int(sc.update_steps), int(sc.warmup_steps), float(sc.clip_eps), str(sc.clip_mode),
-                       int(cfg.seed), bool(sc.resume), _devices(sc.devices), ctx.log)
+                       int(cfg.seed), bool(sc.resume), _devices(sc.devices, str(ctx.device)), ctx.log)
     final = space.to_params(state.mu[-1])
     summary = {name: {"ctrl_points": ctrl.tolist(), "reg_weight": lam} for name, (ctrl, lam) in final.items()}
-    (out / "searched_params.json").write_text(json.dumps(summary, indent=2))
+    if dist.is_main():
+        (out / "searched_params.json").write_text(json.dumps(summary, indent=2))
     ctx.log.info("searched parameters written to %s", out / "searched_params.json")
     rewards = np.array(state.rewards)
     return {"rounds": state.completed_rounds, "mean_reward_first_round": float(np.nanmean(rewards[0])),
