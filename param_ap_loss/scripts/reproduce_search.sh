@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# PAP-loss search on COCO (official: 40 rounds x 8 samples, every proxy = 1 epoch on 8 GPUs).
+# COCO 2017 in data/coco (annotations/, train2017/, val2017/); 8 GPUs.
+set -euo pipefail
+COCO=${COCO:-data/coco}
+python scripts/make_search_split.py "$COCO/annotations/instances_train2017.json" "$COCO/annotations" --num-val 5000 --seed 0
+
+# (a) official scheme: samples one after another, each proxy DDP over the 8 GPUs (global batch 64)
+torchrun --nproc_per_node=8 "$(which pap-search)" experiment=search_retinanet data.root="$COCO" \
+    hydra.run.dir=outputs/search_retinanet
+torchrun --nproc_per_node=8 "$(which pap-search)" experiment=search_faster_rcnn data.root="$COCO" \
+    hydra.run.dir=outputs/search_faster_rcnn
+
+# (b) alternative: 8 proxies in parallel, one per GPU (per-proxy batch 8: scale the lr linearly)
+# pap-search experiment=search_retinanet data.root="$COCO" train.lr=0.002 search.devices=auto
+
+# A crashed search resumes from its folder (state saved after every proxy): rerun the same command.
+# The result is written to <run dir>/searched_params.json; train with it, e.g.
+#   pap-train experiment=retinanet_pap_coco loss.head.preset=null \
+#       loss.head.ctrl_points="$(python -c 'import json;print(json.load(open("outputs/search_retinanet/searched_params.json"))["bbox"]["ctrl_points"])')" \
+#       loss.head.reg_weight=<lambda from the same file>
