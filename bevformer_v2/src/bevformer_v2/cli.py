@@ -75,6 +75,8 @@ def build_model(mcfg: DictConfig, frames) -> BEVFormerV2:
 @hydra.main(version_base=None, config_path="configs", config_name="train")
 def train(cfg: DictConfig) -> None:
     ctx = run.setup_run(cfg, name="bevformer_v2")
+    if ctx.device.type == "cpu" and cfg.cpu_threads:
+        torch.set_num_threads(int(cfg.cpu_threads))  # a shared CPU box thrashes with more threads
     try:
         nusc, train_infos, val_infos = prepare_data(cfg.data, ctx.log)
     except DatasetError as e:
