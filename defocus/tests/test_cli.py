@@ -37,8 +37,9 @@ def test_train_eval_diagnose(tmp_path):
     assert m["drop_path_rate"] == pytest.approx(0.5)  # scheduled: last epoch reaches max_rate
     assert sorted((tmp_path / "train" / "checkpoints").glob("ckpt_*.pt"))
     # resume: a longer schedule in the same folder continues after the saved epoch instead of restarting
-    m3 = run_train(compose(*small, "train.epochs=3", f"+output_dir={tmp_path}/train"))
-    assert m3["epoch"] == 2
+    m3 = run_train(compose(*small, "train.epochs=3", "train.ema.enabled=true", "train.ema.decay=0.9",
+                           f"+output_dir={tmp_path}/train"))
+    assert m3["epoch"] == 2 and "val_ema_top1" in m3
     assert json.loads((tmp_path / "train" / "metrics.json").read_text())["epoch"] == 2
     ckpt = sorted((tmp_path / "train" / "checkpoints").glob("ckpt_*.pt"))[-1]
     e = run_evaluate(compose(*small, f"eval.checkpoint={ckpt}", f"+output_dir={tmp_path}/eval"))

@@ -69,3 +69,21 @@ def test_detector_train_step(kind):
     with torch.no_grad():
         out = det(images)
     assert len(out) == 2 and out[0]["boxes"].shape[-1] == 4
+
+
+def test_detect_cli_on_shapes(tmp_path):
+    """defocus-detect end to end (in-process): shapes in COCO format -> train steps -> pycocotools AP."""
+    import json
+
+    from hydra import compose, initialize_config_module
+
+    from defocus.detect import run_detect
+
+    with initialize_config_module("defocus.configs", version_base=None):
+        cfg = compose("detect", overrides=["train.steps=3", "data.num_train=8", "data.num_val=4",
+                                           "data.image_size=64", "model.min_size=64", "model.max_size=64",
+                                           f"+output_dir={tmp_path}"])
+    res = run_detect(cfg)
+    assert {"bbox_AP", "bbox_AP50", "bbox_AP75", "final_loss"} <= set(res)
+    assert 0.0 <= res["bbox_AP"] <= 100.0 and res["final_loss"] > 0
+    assert json.loads((tmp_path / "metrics.json").read_text())["bbox_AP50"] == pytest.approx(res["bbox_AP50"])

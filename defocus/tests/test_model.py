@@ -223,3 +223,19 @@ def test_gradient_checkpointing_is_exact():
         m(x, drop_path_rate=0.0).sum().backward()
     for (n, p), q in zip(a.named_parameters(), b.parameters()):
         torch.testing.assert_close(p.grad, q.grad, msg=n)
+
+
+def test_bf16_autocast_forward_backward():
+    """Training precision of the official runs: bf16 autocast; the scan accumulates in fp32."""
+    torch.manual_seed(0)
+    m = build_model("defocus_tiny_test").train()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, aux = m(x, drop_path_rate=0.1, return_aux=True)
+    assert torch.isfinite(logits.float()).all() and aux.shape == (2, 16, 10)
+    (logits.float().sum() + aux.float().sum()).backward()
+    assert torch.isfinite(m.blocks[0].mixer.freq.grad).all()
+    ref = m.eval()(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = m(x)
+    assert (low.float() - ref).abs().max() < 0.1 * ref.abs().max() + 0.05
