@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from repro_shared import dist as rdist
 from repro_shared.toydata import SHAPE_CLASSES, make_shapes_dataset
 
 CLASSES = ("background",) + tuple(SHAPE_CLASSES)
@@ -28,9 +29,13 @@ class ShapesSegDataset(torch.utils.data.Dataset):
 
     def __init__(self, root: str | Path | None = None, split: str = "train", num_images: int = 256,
                  image_size: int = 64, seed: int = 0, train: bool = False):
-        root = Path(root) if root else default_data_root() / f"shapes_{image_size}"
+        # one folder per parameter set: the generator regenerates a folder whose parameters differ
+        root = (Path(root) if root else default_data_root()) / f"shapes_s{image_size}_n{num_images}_seed{seed}"
+        if rdist.get_rank() == 0:  # generate once, then every rank reads
+            make_shapes_dataset(root, split=split, num_images=num_images, image_size=image_size, seed=seed)
+        rdist.barrier()
         paths = make_shapes_dataset(root, split=split, num_images=num_images, image_size=image_size, seed=seed)
-        names = sorted(p.name for p in paths.image_dir.glob("*.png"))[:num_images]
+        names = [f"{i:06d}.png" for i in range(num_images)]
         imgs = np.stack([np.asarray(Image.open(paths.image_dir / n).convert("RGB")) for n in names])
         labs = np.stack([np.asarray(Image.open(paths.semseg_dir / n)) for n in names])
         x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255.0
