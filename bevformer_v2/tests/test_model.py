@@ -118,3 +118,29 @@ def test_overfit_one_sample_loss_falls(infos, make_tiny):
         first = bev if first is None else first
         last = bev
     assert last < 0.7 * first, (first, last)
+
+
+def test_two_stage_proposals_geometry(infos, make_tiny, monkeypatch):
+    """A perspective detection 10 m along each camera's optical axis becomes a proposal at
+    sensor2lidar @ (0, 0, 10) (independent of lidar2img), normalised to pc_range; padding uses learned refs."""
+    import bevformer_v2.models.bevformer_v2 as det
+    from bevformer_v2.data.constants import CAMERAS
+
+    def fake_inference(out, strides, inv_K):
+        n = inv_K.shape[0]
+        return [dict(R=torch.eye(3)[None], centre=torch.tensor([[0.0, 0.0, 10.0]]), wlh=torch.tensor([[2.0, 4.0, 1.5]]),
+                     score3d=torch.tensor([0.9 - 0.01 * i]), labels=torch.tensor([3])) for i in range(n)]
+
+    monkeypatch.setattr(det, "dd3d_inference", fake_inference)
+    info = infos["val"][0]
+    batch = collate([BEVDataset([info], crop=CROP, test_height=64)[0]])
+    model = make_tiny(two_stage=True).eval()
+    props = model.proposals(None, batch)[0]
+    r = torch.tensor(model.pts_bbox_head.pc_range)
+    for n, ch in enumerate(CAMERAS):
+        expect = torch.from_numpy(info["cams"][ch]["sensor2lidar"] @ [0, 0, 10.0, 1.0])[:3].float()
+        torch.testing.assert_close(props[n], (expect - r[:3]) / (r[3:] - r[:3]), atol=1e-4, rtol=0)
+    assert torch.isnan(props[6:]).all()
+    q, pos, ref = model.pts_bbox_head._queries(1, props[None])
+    assert ref.shape == (1, 40, 3) and not torch.isnan(ref).any()
+    torch.testing.assert_close(ref[0, 30:36], props[:6])

@@ -12,10 +12,10 @@ import math
 
 import torch
 import torch.nn as nn
-from torchvision.ops import nms
 
 from ..data.constants import PC_RANGE, POST_CENTER_RANGE
 from .backbone import FPN, GridMask, build_backbone
+from .bev_nms import rotated_bev_nms
 from .dd3d import NuscenesDD3D, dd3d_inference
 from .transformer import PerceptionTransformerV2, inverse_sigmoid
 
@@ -78,7 +78,7 @@ class BEVFormerHead(nn.Module):
         return self.transformer.encode(mlvl_feats, q, pos, self.bev_h, self.bev_w, lidar2img, img_shape, bda)
 
     def _queries(self, B: int, proposals: torch.Tensor | None):
-        """Learned (+ proposal) queries. proposals (B, K2, 3) normalised centres or None.
+        """Learned (+ proposal) queries. proposals (B, K2, 3) normalised centres (NaN = padding) or None.
 
         Returns query, query_pos (B, Q_total, C), reference (B, Q_total, 3); groups contiguous.
         """
@@ -90,7 +90,8 @@ class BEVFormerHead(nn.Module):
         if not self.two_stage:
             return content, pos, ref
         C, K2 = self.embed_dims, self.num_proposals
-        p_ref = proposals.detach()
+        learned = self.transformer.reference_points(self.proposal_pos.weight).sigmoid()[None].expand(B, -1, -1)
+        p_ref = torch.where(torch.isnan(proposals), learned, proposals.detach())  # pad with learned refs
         p_pos = self.proposal_pos.weight[None] + self.proposal_pos_mlp(p_ref)
         p_q = self.proposal_query.weight[None].expand(B, -1, -1)
         per = [(content.view(B, G, -1, C), p_q), (pos.view(B, G, -1, C), p_pos), (ref.view(B, G, -1, 3), p_ref)]
@@ -197,31 +198,32 @@ class BEVFormerV2(nn.Module):
     def proposals(self, dd3d_out: dict, batch) -> torch.Tensor:
         """Two-stage proposals (spec §2.8): per-view DD3D detections -> lidar frame -> BEV NMS -> top-K2.
 
-        Returns (B, K2, 3) centres normalised to pc_range (padded with the learned references' fallback 0.5).
+        Returns (B, K2, 3) centres normalised to pc_range; NaN rows where fewer than K2 proposals survive
+        (the head fills them with learned reference points).
         """
-        B, N = batch["imgs"].shape[:2]
+        B, N = batch["imgs"].shape[0], batch["imgs"].shape[2]  # imgs (B, T, N, 3, H, W)
         K2 = self.pts_bbox_head.num_proposals
         intr = batch["intrinsics"].flatten(0, 1)  # (B*N, 3, 3)
         dets = dd3d_inference(dd3d_out, self.strides, torch.linalg.inv(intr))
         r = torch.tensor(self.pts_bbox_head.pc_range, device=intr.device)
-        out = torch.full((B, K2, 3), 0.5, device=intr.device)
+        out = torch.full((B, K2, 3), float("nan"), device=intr.device)
         for b in range(B):
-            centres, scores, half = [], [], []
+            centres, scores, bev = [], [], []
             for n in range(N):
                 d = dets[b * N + n]
                 K4 = torch.eye(4, device=intr.device)
                 K4[:3, :3] = intr[b * N + n]
                 cam2lidar = torch.linalg.inv(torch.linalg.inv(K4) @ batch["lidar2img"][b, -1, n])
                 c = d["centre"] @ cam2lidar[:3, :3].T + cam2lidar[:3, 3]
+                R = cam2lidar[:3, :3] @ d["R"]  # object x axis (length) in the lidar frame
+                yaw = torch.atan2(R[:, 1, 0], R[:, 0, 0])
                 centres.append(c)
                 scores.append(d["score3d"])
-                half.append(0.5 * d["wlh"][:, :2].max(-1)[0])
-            c, s, h = torch.cat(centres), torch.cat(scores), torch.cat(half)
+                bev.append(torch.stack([c[:, 0], c[:, 1], d["wlh"][:, 0], d["wlh"][:, 1], yaw], -1))
+            c, s = torch.cat(centres), torch.cat(scores)
             if len(c) == 0:
                 continue
-            # BEV NMS on the axis-aligned footprints (radius = half of the larger side), class-agnostic
-            boxes = torch.stack([c[:, 0] - h, c[:, 1] - h, c[:, 0] + h, c[:, 1] + h], -1)
-            keep = nms(boxes, s, self.bev_nms_iou)[:K2]
+            keep = rotated_bev_nms(torch.cat(bev), s, self.bev_nms_iou)[:K2]  # class-agnostic BEV NMS 0.3
             norm = ((c[keep] - r[:3]) / (r[3:] - r[:3])).clamp(1e-3, 1 - 1e-3)
             out[b, : len(keep)] = norm
         return out
