@@ -144,3 +144,25 @@ def test_two_stage_proposals_geometry(infos, make_tiny, monkeypatch):
     q, pos, ref = model.pts_bbox_head._queries(1, props[None])
     assert ref.shape == (1, 40, 3) and not torch.isnan(ref).any()
     torch.testing.assert_close(ref[0, 30:36], props[:6])
+
+
+def test_history_and_current_bev_share_the_bda_warp(infos, make_tiny, monkeypatch):
+    ds = BEVDataset(infos["train"], frames=(-1, 0), crop=CROP, resize_heights=(64,), test_height=64, train=True,
+                    bda=True)
+    batch = collate([ds[2]])
+    model = make_tiny(frames=(-1, 0)).train()
+    seen = []
+    orig = model.pts_bbox_head.encode
+
+    def spy(feats, l2i, shape, bda=None):
+        seen.append((model.training, bda))
+        return orig(feats, l2i, shape, bda)
+
+    monkeypatch.setattr(model.pts_bbox_head, "encode", spy)
+    model(batch)
+    assert [t for t, _ in seen] == [False, True]  # history encoded in eval mode, then the current frame
+    assert all(b is not None and torch.equal(b, batch["bda"]) for _, b in seen)
+    model.eval()
+    seen.clear()
+    model(batch)
+    assert all(b is None for _, b in seen)  # no BDA at test time
