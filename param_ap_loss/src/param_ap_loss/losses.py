@@ -15,7 +15,6 @@ x_ki = clamp((Z_k - Z_i)/2 + 1/2, 0, 1):
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
@@ -240,7 +239,3 @@ def giou_loss_sum(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Sum of 1 - GIoU over matching rows; (N, 4), (N, 4) -> scalar."""
     return (1 - giou_aligned(pred, target)).sum()
 
-
-def bias_prior(prob: float = 0.01) -> float:
-    """Classification bias for a prior probability: -log((1 - p) / p)."""
-    return -math.log((1 - prob) / prob)

@@ -10,9 +10,6 @@ from dataclasses import dataclass
 
 from .ops.piecewise import validate_ctrl_points
 
-FUNCTION_ORDER = ("H2", "I2", "I3", "I1", "H1")
-
-
 @dataclass(frozen=True)
 class PAPPreset:
     ctrl_points: tuple[tuple[float, ...], ...]  # (5, 12)
