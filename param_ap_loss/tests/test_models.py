@@ -158,3 +158,28 @@ def test_experiment_configs_compose(name, config, lr):
         assert cfg.data.val_ann.endswith("search_val2017.json")
     else:
         assert cfg.train.epochs == 100
+
+
+def test_params_file_from_search_sets_the_heads(tmp_path):
+    import json
+
+    import numpy as np
+
+    from param_ap_loss.search import SearchSpace
+
+    space = SearchSpace(("rpn", "roi"))
+    theta = np.random.default_rng(0).random(space.dim)
+    params = {h: {"ctrl_points": c.tolist(), "reg_weight": lam} for h, (c, lam) in space.to_params(theta).items()}
+    path = tmp_path / "searched_params.json"
+    path.write_text(json.dumps(params))
+    cfg = _cfg("model=faster_rcnn_tiny", "loss=pap_faster_rcnn", f"loss.rpn.params_file={path}",
+               f"loss.roi.params_file={path}")
+    model = build_detector(cfg.model, cfg.loss, num_classes=3)
+    assert model.roi_heads.pap.reg_weight == pytest.approx(params["roi"]["reg_weight"])
+    torch.testing.assert_close(model.rpn.pap.ctrl_points, torch.tensor(params["rpn"]["ctrl_points"]).float())
+    with pytest.raises(ValueError, match="not for 'bbox'"):
+        c = _cfg(f"loss.head.params_file={path}")
+        build_detector(c.model, c.loss, 3)
+    with pytest.raises(FileNotFoundError, match="searched_params.json of a pap-search run"):
+        c = _cfg(f"loss.head.params_file={tmp_path}/missing.json")
+        build_detector(c.model, c.loss, 3)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -13,13 +16,25 @@ from .retinanet import PAPRetinaNet, retina_anchors
 DETECTORS = ("retinanet", "faster_rcnn")
 
 
-def build_pap(cfg: Any) -> PAPLoss:
-    """PAPLoss from a config node with preset / ctrl_points / loss_form / num_topk / reg_weight / impl."""
-    ctrl = cfg.get("ctrl_points")
-    return PAPLoss(preset=cfg.get("preset"), ctrl_points=[list(r) for r in ctrl] if ctrl is not None else None,
+def build_pap(cfg: Any, head: str) -> PAPLoss:
+    """PAPLoss from a config node with preset / ctrl_points / loss_form / num_topk / reg_weight / impl.
+
+    ``params_file`` (a ``searched_params.json`` written by ``pap-search``) supplies control points and
+    lambda of head ``head`` (``bbox``, ``rpn`` or ``roi``) and overrides the preset.
+    """
+    ctrl, lam = cfg.get("ctrl_points"), cfg.get("reg_weight")
+    if cfg.get("params_file"):
+        path = Path(os.path.expanduser(str(cfg.params_file)))
+        if not path.is_file():
+            raise FileNotFoundError(f"params_file {path} not found; it is the searched_params.json of a pap-search run")
+        found = json.loads(path.read_text())
+        if head not in found:
+            raise ValueError(f"{path} has parameters for heads {sorted(found)}, not for {head!r}")
+        ctrl, lam = found[head]["ctrl_points"], found[head]["reg_weight"]
+    preset = None if cfg.get("params_file") else cfg.get("preset")
+    return PAPLoss(preset=preset, ctrl_points=[list(r) for r in ctrl] if ctrl is not None else None,
                    loss_form=cfg.get("loss_form", "searched"), num_topk=float(cfg.get("num_topk", 1e5)),
-                   impl=cfg.get("impl", "fast"), reg_weight=cfg.get("reg_weight"),
-                   den_eps=float(cfg.get("den_eps", 0.0)))
+                   impl=cfg.get("impl", "fast"), reg_weight=lam, den_eps=float(cfg.get("den_eps", 0.0)))
 
 
 def build_detector(model_cfg: Any, loss_cfg: Any, num_classes: int) -> nn.Module:
@@ -37,7 +52,7 @@ def build_detector(model_cfg: Any, loss_cfg: Any, num_classes: int) -> nn.Module
         a = model_cfg.anchors
         anchors = retina_anchors(tuple(a.strides), float(a.octave_base_scale), int(a.scales_per_octave),
                                  tuple(a.ratios))
-        pap = build_pap(loss_cfg.head) if loss_cfg.type == "pap" else None
+        pap = build_pap(loss_cfg.head, "bbox") if loss_cfg.type == "pap" else None
         return PAPRetinaNet(backbone, num_classes, anchors, loss_type=loss_cfg.type, pap=pap,
                             reg_input=loss_cfg.get("reg_input", "giou"), box_stds=tuple(model_cfg.box_stds),
                             giou_weight=float(loss_cfg.get("giou_weight", 2.0)),

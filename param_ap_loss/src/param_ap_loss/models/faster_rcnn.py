@@ -190,7 +190,7 @@ def build_faster_rcnn(backbone: nn.Module, num_classes: int, model_cfg: Any, los
                  batch_size_per_image=int(rc.sampler.num), positive_fraction=float(rc.sampler.pos_fraction),
                  pre_nms_top_n={"training": int(rc.pre_nms_top_n.train), "testing": int(rc.pre_nms_top_n.test)},
                  post_nms_top_n={"training": int(rc.post_nms_top_n.train), "testing": int(rc.post_nms_top_n.test)},
-                 nms_thresh=float(rc.nms_thresh), pap=build_pap(loss_cfg.rpn) if pap else None,
+                 nms_thresh=float(rc.nms_thresh), pap=build_pap(loss_cfg.rpn, "rpn") if pap else None,
                  reg_input=loss_cfg.get("reg_input", "giou"), box_stds=tuple(rc.box_stds))
     rpn.proposal_matcher = MaxIoUMatcher(float(rc.assigner.pos_iou), float(rc.assigner.neg_iou),
                                          rc.assigner.get("min_pos_iou"))
@@ -214,7 +214,7 @@ def build_faster_rcnn(backbone: nn.Module, num_classes: int, model_cfg: Any, los
                         int(roi.sampler.num), float(roi.sampler.pos_fraction),
                         stds_to_weights(roi.box_stds), float(model_cfg.score_thresh), float(model_cfg.nms_thresh),
                         int(model_cfg.detections_per_img), loss_type=loss_cfg.type,
-                        pap=build_pap(loss_cfg.roi) if pap else None, reg_input=loss_cfg.get("reg_input", "giou"),
+                        pap=build_pap(loss_cfg.roi, "roi") if pap else None, reg_input=loss_cfg.get("reg_input", "giou"),
                         giou_weight=float(loss_cfg.get("giou_weight", 10.0)))
     heads.fg_bg_sampler = BalancedPositiveNegativeSampler(int(roi.sampler.num), float(roi.sampler.pos_fraction))
     transform = SizedTransform(sizes["train_size"], sizes["test_min_size"], sizes["test_max_size"])
