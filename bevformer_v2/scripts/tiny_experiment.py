@@ -17,6 +17,7 @@ ARMS = {
     "bev_only": ["model.perspective=false", "train.lambda_pers=0"],
     "persp_bev": [],
     "t2": ["model.perspective=false", "train.lambda_pers=0", "data.frames=[-1,0]"],
+    "persp_bev_two_stage": ["model.head.two_stage=true", "model.head.num_proposals=50"],
 }
 KEYS = ("NDS", "mAP", "mATE", "mAOE", "mAVE", "matched_center_err", "matched_vel_err", "matched_cls_prob",
         "train_loss_bev")
@@ -26,7 +27,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--iters", type=int, default=100)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--arms", nargs="+", default=list(ARMS))
+    p.add_argument("--arms", nargs="+", default=list(ARMS))  # runs already in --out are reused
     p.add_argument("--out", default="outputs/tiny_exp")
     a = p.parse_args()
     out = Path(a.out)

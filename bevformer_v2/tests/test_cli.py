@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 BIN = os.path.dirname(sys.executable)
 
 
@@ -43,3 +45,15 @@ def test_missing_dataset_is_one_clear_error(tmp_path):
                 f"data.root={tmp_path / 'nuscenes'}", "device=cpu"], tmp_path)
     assert res.returncode != 0
     assert "does not exist" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.dist
+def test_torchrun_two_processes_train(synth_root, tmp_path):
+    """DDP (gloo) launch of the training CLI with 2 processes, temporal + Group-DETR + two-stage model."""
+    out = tmp_path / "ddp"
+    res = _run([f"{BIN}/torchrun", "--standalone", "--nproc_per_node=2", "--no-python", f"{BIN}/bevformer-v2-train",
+                f"hydra.run.dir={out}", "train.iters=2", "train.log_every=1", "data.frames=[-1,0]",
+                "model.head.group_detr=2", "model.head.two_stage=true", "model.head.num_proposals=8",
+                "eval_after_train=false", *_overrides(synth_root)], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (out / "metrics.json").exists()
