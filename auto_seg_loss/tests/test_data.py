@@ -10,7 +10,7 @@ from PIL import Image
 from auto_seg_loss.cli import build_losses, compose
 from auto_seg_loss.data import CityscapesDataset, VOCAugDataset
 from auto_seg_loss.data.sampler import InfiniteBatchSampler
-from auto_seg_loss.data.transforms import EvalPipeline, TrainPipeline, rescale_size
+from auto_seg_loss.data.transforms import EvalPipeline, ShortSideCenterCropPipeline, TrainPipeline, rescale_size
 
 
 def _img(path: Path, w, h, mode="RGB", value=None):
@@ -24,7 +24,7 @@ def _img(path: Path, w, h, mode="RGB", value=None):
     Image.fromarray(arr).save(path)
 
 
-def test_voc_aug_layout_and_pipelines(tmp_path):
+def _fake_voc(tmp_path):
     root = tmp_path / "VOC2012"
     sets = root / "ImageSets" / "Segmentation"
     sets.mkdir(parents=True)
@@ -36,6 +36,11 @@ def test_voc_aug_layout_and_pipelines(tmp_path):
     _img(root / "SegmentationClass" / "a.png", 100, 60, "L", 5)
     for i in "bc":
         _img(root / "SegmentationClassAug" / f"{i}.png", 100, 60, "L", 7)
+    return root
+
+
+def test_voc_aug_layout_and_pipelines(tmp_path):
+    root = _fake_voc(tmp_path)
     ds = VOCAugDataset(root, "train_aug", TrainPipeline((200, 50), (0.5, 2.0), (32, 48)))
     assert len(ds) == 3 and ds.pairs[1][1].parent.name == "SegmentationClassAug"
     x, y = ds[0]
@@ -90,3 +95,27 @@ def test_experiment_configs_compose(name):
         losses = build_losses(cfg.loss, cfg.data.num_classes, 255)
         assert set(losses) == {"out", "aux"}
         assert cfg.train.iters in (10000, 40000)
+
+
+def test_short_side_center_crop():
+    lab = np.zeros((60, 100), np.uint8)
+    lab[:, 50:] = 1
+    x, y = ShortSideCenterCropPipeline(30)(Image.fromarray(np.zeros((60, 100, 3), np.uint8)), Image.fromarray(lab))
+    assert x.shape == (3, 30, 30) and y.shape == (30, 30)
+    # resized to 50x30, crop columns 10..40: the class boundary (column 25 after resize) sits at column 15
+    assert (y[:, :15] == 0).all() and (y[:, 15:] == 1).all()
+
+
+@pytest.mark.parametrize("reward_split,sizes", [("heldout", (2, 1)), ("val", (3, 1))])
+def test_voc_search_proxy_data(tmp_path, reward_split, sizes):
+    from auto_seg_loss.cli import _proxy_datasets
+
+    root = _fake_voc(tmp_path)
+    cfg = compose("search", ["experiment=search_voc_miou", f"data.root={root}", "proxy.heldout_size=1",
+                             f"proxy.reward_split={reward_split}"])
+    train_ds, reward_ds = _proxy_datasets(cfg)
+    assert (len(train_ds), len(reward_ds)) == sizes
+    x, y = train_ds[0]
+    assert x.shape == (3, 128, 128) and y.shape == (128, 128)
+    x, y = reward_ds[0]
+    assert x.shape == (3, 128, 128) and y.shape == (128, 128)

@@ -18,7 +18,7 @@ from .data import build_dataset
 from .data.datasets import VOCAugDataset
 from .data.sampler import InfiniteBatchSampler
 from .data.shapes import ShapesSegDataset
-from .data.transforms import EvalPipeline, TrainPipeline
+from .data.transforms import ShortSideCenterCropPipeline, TrainPipeline
 from .losses import NUM_CURVES, NUM_PIECES, AutoSegLoss
 from .metrics import SegEvaluator
 from .models import build_segmenter
@@ -151,7 +151,7 @@ def _proxy_datasets(cfg):
     if d.name != "voc_aug":
         raise ValueError(f"search supports data=shapes or data=voc_aug, got {d.name!r}")
     train_pipe = TrainPipeline(p.img_scale, d.ratio_range, p.crop_size, d.cat_max_ratio)
-    test_pipe = EvalPipeline(p.img_scale)
+    test_pipe = ShortSideCenterCropPipeline(min(p.crop_size))
     if p.reward_split == "val":  # official behaviour (reward on the reporting split)
         return VOCAugDataset(d.root, "train_aug", train_pipe), VOCAugDataset(d.root, "val", test_pipe)
     full = VOCAugDataset(d.root, "train_aug", train_pipe)

@@ -4,6 +4,8 @@ Train: RandomResize(img_scale, ratio 0.5-2.0, keep ratio) -> RandomCrop(crop, ca
 -> RandomFlip(0.5) -> PhotoMetricDistortion -> Normalize(ImageNet mean/std, RGB) -> Pad(crop, seg 255).
 Test: Resize to fit img_scale keeping the ratio -> Normalize; the label keeps its original size and the
 logits are resized to it (mmseg whole-image inference).
+Search reward (official proxy evaluation): resize the short side to 128 keeping the ratio, centre-crop
+128x128, image and label alike (:class:`ShortSideCenterCropPipeline`).
 PhotoMetricDistortion uses torchvision's colour ops (brightness delta 32, contrast and saturation 0.5-1.5,
 hue delta 18/360), each with probability 0.5, contrast before or after the others at random: the same
 recipe as mmseg, with torchvision's HSV arithmetic instead of OpenCV's.
@@ -96,3 +98,19 @@ class EvalPipeline:
     def __call__(self, img: Image.Image, lab: Image.Image):
         img = img.resize(rescale_size(*img.size, self.img_scale), Image.BILINEAR)
         return _normalize(img), torch.from_numpy(np.asarray(lab).astype(np.int64))
+
+
+class ShortSideCenterCropPipeline:
+    """Resize so the short side is ``size`` (keep ratio; label nearest), centre-crop ``size`` x ``size``."""
+
+    def __init__(self, size: int = 128):
+        self.size = int(size)
+
+    def __call__(self, img: Image.Image, lab: Image.Image):
+        w, h = img.size
+        f = self.size / min(w, h)
+        nw, nh = max(self.size, int(w * f + 0.5)), max(self.size, int(h * f + 0.5))
+        img, lab = img.resize((nw, nh), Image.BILINEAR), lab.resize((nw, nh), Image.NEAREST)
+        x0, y0 = (nw - self.size) // 2, (nh - self.size) // 2
+        box = (x0, y0, x0 + self.size, y0 + self.size)
+        return _normalize(img.crop(box)), torch.from_numpy(np.asarray(lab.crop(box)).astype(np.int64))
