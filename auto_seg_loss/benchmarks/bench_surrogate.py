@@ -4,7 +4,8 @@ Prints one JSON line per measurement:
 * ``bezier``: the isolated curve h on M points, forward + backward, for reference (official evaluation
   order: every piece on every element), select (own piece only, exact) and lut (table + linear
   interpolation, 2^16 bins), with the ratio to the reference and the max |delta| of values and gradients;
-* ``loss``: AutoSegLoss forward + backward per metric with each Bezier implementation on (N, K, H, W);
+* ``loss``: AutoSegLoss forward + backward per metric on (N, K, H, W): the official formulation (reference
+  curve, one-hot reductions) vs select / lut curves, and lut + gather reductions (the default);
 * ``dilate``: (2r+1)^2 max-pool vs the separable form (r = 5), forward + backward.
 
 Usage: ``python benchmarks/bench_surrogate.py [--points 2000000] [--shape 2 21 128 128] [--repeats 5]``
@@ -71,10 +72,11 @@ def bench_loss(shape, repeats: int) -> None:
     low = torch.randint(0, k, (n, 1, h // 16, w // 16), generator=gen).float()
     labels = torch.nn.functional.interpolate(low, size=(h, w), mode="nearest")[:, 0].long()
     labels[torch.rand(n, h, w, generator=gen) < 0.05] = 255
+    variants = [("reference", "onehot"), ("select", "onehot"), ("lut", "onehot"), ("lut", "gather")]
     for metric in SURROGATES:
         res = {}
-        for impl in IMPLS:
-            loss_fn = AutoSegLoss(k, metric, "searched", drop_bg=metric == "BIoU", bezier_impl=impl)
+        for impl, red in variants:
+            loss_fn = AutoSegLoss(k, metric, "searched", drop_bg=metric == "BIoU", bezier_impl=impl, reduction=red)
 
             def run():
                 z = logits.clone().requires_grad_()
@@ -83,8 +85,8 @@ def bench_loss(shape, repeats: int) -> None:
                 return float(loss.detach()), z.grad
 
             ms = _time(run, repeats)
-            res[impl] = (ms,) + run()
-        ref = res["reference"]
+            res[f"{impl}+{red}"] = (ms,) + run()
+        ref = res["reference+onehot"]
         for impl, (ms, val, grad) in res.items():
             print(json.dumps({
                 "bench": "loss", "metric": metric, "impl": impl, "shape": list(shape), "ms": round(ms, 3),

@@ -32,7 +32,8 @@ def _all_present(lab, k):
 @pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize("cp", ["searched", "identity", "random"])
 @pytest.mark.parametrize("impl", ["reference", "select", "lut"])
-def test_truth_table_one_hot_equals_evaluator(metric, cp, impl):
+@pytest.mark.parametrize("reduction", ["onehot", "gather"])
+def test_truth_table_one_hot_equals_evaluator(metric, cp, impl, reduction):
     k, tol = 4, 2
     gt = _blobs(2, k, 32, 32, seed=11, ignore_frac=0.05)
     pred = _blobs(2, k, 32, 32, seed=12)
@@ -40,7 +41,7 @@ def test_truth_table_one_hot_equals_evaluator(metric, cp, impl):
     probs = one_hot(pred, k, torch.float64)
     for drop_bg in (False, True):
         control = _random_cp(metric, 3) if cp == "random" else cp
-        loss = AutoSegLoss(k, metric, control, drop_bg=drop_bg, tol=tol, bezier_impl=impl)
+        loss = AutoSegLoss(k, metric, control, drop_bg=drop_bg, tol=tol, bezier_impl=impl, reduction=reduction)
         want = evaluate_maps(pred, gt, k, drop_bg=drop_bg, tol=tol, radius=tol)[metric]
         assert float(loss.surrogate(probs, gt)) == pytest.approx(want, abs=1e-6), (metric, drop_bg)
         # through the loss itself: softmax of 100 * one-hot is one-hot to float64 precision
@@ -118,3 +119,29 @@ def test_bad_inputs():
         AutoSegLoss(3, "mIoU", [0.5, 0.5])
     ok = lab.clone(); ok[0, 0, 0] = 255  # ignore label is fine
     assert torch.isfinite(loss(logits, ok))
+
+
+@pytest.mark.parametrize("metric", ["mIoU", "FWIoU", "BIoU", "mAcc", "gAcc"])
+def test_gather_reduction_equals_onehot_form(metric):
+    k = 5
+    gt = _blobs(2, k, 24, 24, seed=9, ignore_frac=0.1)
+    logits = torch.randn(2, k, 24, 24, dtype=torch.float64, requires_grad=True)
+    out = []
+    for red in ("onehot", "gather"):
+        loss = AutoSegLoss(k, metric, _random_cp(metric, 4), tol=2, drop_bg=metric == "BIoU", bezier_impl="select",
+                           reduction=red)(logits, gt)
+        out.append((loss.detach(), torch.autograd.grad(loss, logits)[0]))
+    assert torch.allclose(out[0][0], out[1][0], atol=1e-12)
+    assert torch.allclose(out[0][1], out[1][1], atol=1e-12)
+
+
+def test_trimap_from_labels_equals_one_hot_trimap():
+    from auto_seg_loss.losses import trimap, trimap_from_labels
+
+    for seed in range(3):
+        gt = _blobs(2, 4, 20, 24, seed=seed, ignore_frac=0.1)
+        valid = gt != 255
+        for drop_bg in (False, True):
+            for r in (0, 2):
+                want = trimap(one_hot(gt, 4), valid, r, drop_bg)
+                assert torch.equal(trimap_from_labels(gt, valid, r, drop_bg), want)

@@ -59,7 +59,8 @@ def build_losses(loss_cfg, num_classes: int, ignore_index: int = 255, control_po
     if not isinstance(cp, str):
         cp = list(cp)
     return {k: AutoSegLoss(num_classes, loss_cfg.metric, cp, drop_bg=loss_cfg.drop_bg, tol=loss_cfg.tol,
-                           ignore_index=ignore_index, loss_weight=w, bezier_impl=loss_cfg.bezier_impl)
+                           ignore_index=ignore_index, loss_weight=w, bezier_impl=loss_cfg.bezier_impl,
+                           reduction=loss_cfg.get("reduction", "gather"))
             for k, w in weights.items() if w > 0}
 
 

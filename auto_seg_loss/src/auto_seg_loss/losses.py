@@ -131,6 +131,76 @@ def bf1_surrogate(p, y, valid, h1: Curve, h2: Curve, h3: Curve, h4: Curve, eps: 
     return f1[keep].mean()
 
 
+# ---- gather forms (spec §10): sum_c h(p_c) y_c = h(p at the GT class), so the AND-side curve runs on
+# (N, H, W) values instead of (N, K, H, W) and no float one-hot is built. Same values as the one-hot forms
+# above up to summation order (tested); used by AutoSegLoss(reduction="gather").
+def _at_gt(z: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """(N, K, H, W) -> (N, H, W): the entry of the GT class (idx = labels with invalid pixels set to 0)."""
+    return z.gather(1, idx.unsqueeze(1)).squeeze(1)
+
+
+def _per_gt_class(values: torch.Tensor, idx: torch.Tensor, v: torch.Tensor, k: int) -> torch.Tensor:
+    """(N, H, W) values -> (K,) sums over the valid pixels of each GT class."""
+    return values.new_zeros(k).index_add(0, idx.flatten(), (values * v).flatten())
+
+
+def miou_surrogate_gather(p, labels, valid, h_and: Curve, h_or: Curve, eps: float = 1e-8, per_class: bool = False):
+    """mIoU~ of :func:`miou_surrogate` from labels: I_c = sum_{GT=c} h_and(p_c),
+    U_c = sum_valid h_or(p_c) + n_c - sum_{GT=c} h_or(p_c). labels: (N, H, W) with invalid pixels anywhere."""
+    k = p.shape[1]
+    idx = torch.where(valid, labels, torch.zeros_like(labels)).long()
+    v = valid.to(p.dtype)
+    hu = h_or(p)
+    inter = _per_gt_class(h_and(_at_gt(p, idx)), idx, v, k)
+    count = _per_gt_class(torch.ones_like(v), idx, v, k)
+    union = _sum_nhw(hu * v.unsqueeze(1)) + count - _per_gt_class(_at_gt(hu, idx), idx, v, k) + eps
+    iou = inter / union
+    return iou if per_class else iou.mean()
+
+
+def fwiou_surrogate_gather(p, labels, valid, h_and: Curve, h_or: Curve, eps: float = 1e-8):
+    iou = miou_surrogate_gather(p, labels, valid, h_and, h_or, eps, per_class=True)
+    freq = torch.bincount(labels[valid].long(), minlength=p.shape[1]).to(p.dtype)
+    keep = freq > 0
+    return (iou[keep] * freq[keep]).sum() / freq[keep].sum()
+
+
+def trimap_from_labels(labels: torch.Tensor, valid: torch.Tensor, radius: int, drop_bg: bool) -> torch.Tensor:
+    """Same map as :func:`trimap` from the (N, H, W) label map: a pixel of class c is on the boundary of c iff
+    an 8-neighbour inside the image has another label (ignore included); the union over classes of the
+    dilated boundaries is the dilation of the union, so one channel is dilated instead of K."""
+    with torch.no_grad():
+        lab = labels.unsqueeze(1).float()
+        differs = (F.max_pool2d(lab, 3, 1, 1) != lab) | (-F.max_pool2d(-lab, 3, 1, 1) != lab)
+        own = valid & (labels != 0) if drop_bg else valid
+        edge = (differs.squeeze(1) & own).unsqueeze(1).float()
+        return valid & (dilate(edge, radius).squeeze(1) > 0.5)
+
+
+def biou_surrogate_gather(p, labels, valid, h_and: Curve, h_or: Curve, eps: float = 1e-8, tol: int = 5,
+                          drop_bg: bool = True):
+    return miou_surrogate_gather(p, labels, trimap_from_labels(labels, valid, tol, drop_bg), h_and, h_or, eps)
+
+
+def macc_surrogate_gather(p, labels, valid, h: Curve, eps: float = 1e-8):
+    k = p.shape[1]
+    idx = torch.where(valid, labels, torch.zeros_like(labels)).long()
+    v = valid.to(p.dtype)
+    hit = _per_gt_class(h(_at_gt(p, idx)), idx, v, k)
+    return (hit / (_per_gt_class(torch.ones_like(v), idx, v, k) + eps)).mean()
+
+
+def gacc_surrogate_gather(p, labels, valid, h: Curve, eps: float = 1e-8):
+    idx = torch.where(valid, labels, torch.zeros_like(labels)).long()
+    v = valid.to(p.dtype)
+    return (h(_at_gt(p, idx)) * v).sum() / (v.sum() + eps)
+
+
+GATHER_SURROGATES = {
+    "mIoU": miou_surrogate_gather, "FWIoU": fwiou_surrogate_gather, "BIoU": biou_surrogate_gather,
+    "mAcc": macc_surrogate_gather, "gAcc": gacc_surrogate_gather,
+}
+
 SURROGATES = {
     "mIoU": miou_surrogate, "FWIoU": fwiou_surrogate, "BIoU": biou_surrogate,
     "mAcc": macc_surrogate, "gAcc": gacc_surrogate, "BF1": bf1_surrogate,
@@ -150,12 +220,14 @@ class AutoSegLoss(nn.Module):
         ignore_index: label of void pixels (255).
         loss_weight: 1.0 for the decode head, 0.4 for the auxiliary head.
         bezier_impl: ``"lut"`` (default, fast), ``"select"`` or ``"reference"`` (official evaluation order).
+        reduction: ``"gather"`` (default: GT-class terms gathered from labels, no float one-hot; BF1 always
+            uses the one-hot form) or ``"onehot"`` (the official formulation, term by term).
     Shapes: logits (N, K, H, W), labels (N, H, W) integer.
     """
 
     def __init__(self, num_classes: int, metric: str = "mIoU", control_points: str | Sequence[float] = "searched",
                  drop_bg: bool = False, tol: int = 5, ignore_index: int = 255, loss_weight: float = 1.0,
-                 eps: float = 1e-8, bezier_impl: str = "lut", lut_bins: int = 1 << 16):
+                 eps: float = 1e-8, bezier_impl: str = "lut", lut_bins: int = 1 << 16, reduction: str = "gather"):
         super().__init__()
         if metric not in SURROGATES:
             raise ValueError(f"unknown metric {metric!r}; choose one of {list(SURROGATES)}")
@@ -175,7 +247,9 @@ class AutoSegLoss(nn.Module):
                 f"{metric} needs {n_curves} curve(s) x {per_curve} numbers = {n_curves * per_curve} control-point "
                 f"coordinates, got {cp.numel()}"
             )
-        self.num_classes, self.metric = int(num_classes), metric
+        if reduction not in ("gather", "onehot"):
+            raise ValueError(f"reduction must be 'gather' or 'onehot', got {reduction!r}")
+        self.num_classes, self.metric, self.reduction = int(num_classes), metric, reduction
         self.drop_bg, self.tol, self.ignore_index = bool(drop_bg), int(tol), int(ignore_index)
         self.loss_weight, self.eps = float(loss_weight), float(eps)
         self.curves = nn.ModuleList(
@@ -195,13 +269,14 @@ class AutoSegLoss(nn.Module):
                 f"(N, H, W) = {(probs.shape[0], *probs.shape[2:])} (resize the logits to the label size first)"
             )
         check_label_map(labels, self.num_classes, self.ignore_index)
-        y = one_hot(labels, self.num_classes, probs.dtype)
         valid = (labels >= 0) & (labels < self.num_classes)
-        fn = SURROGATES[self.metric]
         kwargs = {"eps": self.eps}
         if self.metric in ("BIoU", "BF1"):
             kwargs.update(tol=self.tol, drop_bg=self.drop_bg)
-        return fn(probs, y, valid, *self.curves, **kwargs)
+        if self.reduction == "gather" and self.metric in GATHER_SURROGATES:
+            return GATHER_SURROGATES[self.metric](probs, labels, valid, *self.curves, **kwargs)
+        y = one_hot(labels, self.num_classes, probs.dtype)
+        return SURROGATES[self.metric](probs, y, valid, *self.curves, **kwargs)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.loss_weight * (1.0 - self.surrogate(F.softmax(logits, dim=1), labels))
