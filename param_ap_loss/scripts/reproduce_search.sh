@@ -15,7 +15,9 @@ torchrun --nproc_per_node=8 "$(which pap-search)" experiment=search_faster_rcnn 
 # pap-search experiment=search_retinanet data.root="$COCO" train.lr=0.002 search.devices=auto
 
 # A crashed search resumes from its folder (state saved after every proxy): rerun the same command.
-# The result is written to <run dir>/searched_params.json; train with it, e.g.
-#   pap-train experiment=retinanet_pap_coco loss.head.preset=null \
-#       loss.head.ctrl_points="$(python -c 'import json;print(json.load(open("outputs/search_retinanet/searched_params.json"))["bbox"]["ctrl_points"])')" \
-#       loss.head.reg_weight=<lambda from the same file>
+# The result is written to <run dir>/searched_params.json; train with it:
+torchrun --nproc_per_node=8 "$(which pap-train)" experiment=retinanet_pap_coco data.root="$COCO" \
+    loss.head.params_file=outputs/search_retinanet/searched_params.json hydra.run.dir=outputs/retinanet_pap_searched
+torchrun --nproc_per_node=8 "$(which pap-train)" experiment=faster_rcnn_pap_coco data.root="$COCO" \
+    loss.rpn.params_file=outputs/search_faster_rcnn/searched_params.json \
+    loss.roi.params_file=outputs/search_faster_rcnn/searched_params.json hydra.run.dir=outputs/faster_rcnn_pap_searched

@@ -110,7 +110,12 @@ def evaluate(model, loader, device, dataset) -> dict[str, float]:
     if dist.get_world_size() > 1:
         gathered = [None] * dist.get_world_size()
         torch.distributed.all_gather_object(gathered, dets)
-        dets = [d for part in gathered for d in part]
+        # DistributedSampler pads by repeating images: keep each image's detections from one rank only
+        owner: dict[int, int] = {}
+        for r, part in enumerate(gathered):
+            for d in part:
+                owner.setdefault(d["image_id"], r)
+        dets = [d for r, part in enumerate(gathered) for d in part if owner[d["image_id"]] == r]
         result = [coco_evaluate(dataset.coco, dets, dataset.ids) if dist.is_main() else None]
         torch.distributed.broadcast_object_list(result, src=0)
         return result[0]
