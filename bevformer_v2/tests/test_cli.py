@@ -38,6 +38,10 @@ def test_train_then_eval(synth_root, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     m2 = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert m2["NDS"] == m["NDS"]
+    res = _run([f"{BIN}/bevformer-v2-eval", f"hydra.run.dir={tmp_path / 'ev2'}", f"checkpoint={ckpt}",
+                "eval_head=perspective", *_overrides(synth_root)], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "NDS" in json.loads((tmp_path / "ev2" / "metrics.json").read_text())
 
 
 def test_missing_dataset_is_one_clear_error(tmp_path):

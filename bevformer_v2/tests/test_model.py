@@ -129,7 +129,8 @@ def test_two_stage_proposals_geometry(infos, make_tiny, monkeypatch):
     def fake_inference(out, strides, inv_K):
         n = inv_K.shape[0]
         return [dict(R=torch.eye(3)[None], centre=torch.tensor([[0.0, 0.0, 10.0]]), wlh=torch.tensor([[2.0, 4.0, 1.5]]),
-                     score3d=torch.tensor([0.9 - 0.01 * i]), labels=torch.tensor([3])) for i in range(n)]
+                     score3d=torch.tensor([0.9 - 0.01 * i]), speed=torch.tensor([0.0]), labels=torch.tensor([3]))
+                for i in range(n)]
 
     monkeypatch.setattr(det, "dd3d_inference", fake_inference)
     info = infos["val"][0]
@@ -166,3 +167,28 @@ def test_history_and_current_bev_share_the_bda_warp(infos, make_tiny, monkeypatc
     seen.clear()
     model(batch)
     assert all(b is None for _, b in seen)  # no BDA at test time
+
+
+def test_perspective_only_predictions(infos, make_tiny, monkeypatch):
+    """Perspective-only detector: views -> lidar frame; velocity = speed along the heading; class-aware NMS."""
+    import bevformer_v2.models.bevformer_v2 as det
+    from bevformer_v2.data.constants import CAMERAS
+
+    def fake_inference(out, strides, inv_K):
+        n = inv_K.shape[0]
+        return [dict(R=torch.eye(3)[None].repeat(2, 1, 1), centre=torch.tensor([[0.0, 0.0, 10.0], [0.05, 0.0, 10.0]]),
+                     wlh=torch.tensor([[2.0, 4.0, 1.5]] * 2), score3d=torch.tensor([0.9 - 0.01 * i, 0.1]),
+                     speed=torch.tensor([2.0, 2.0]), labels=torch.tensor([3, 3])) for i in range(n)]
+
+    monkeypatch.setattr(det, "dd3d_inference", fake_inference)
+    info = infos["val"][0]
+    batch = collate([BEVDataset([info], crop=CROP, test_height=64)[0]])
+    boxes, scores, labels = make_tiny().eval().predict_perspective(batch)[0]
+    assert len(boxes) == 6 and labels.tolist() == [3] * 6  # the near-duplicate of every view is suppressed
+    torch.testing.assert_close(scores, torch.tensor([0.9 - 0.01 * i for i in range(6)]))
+    for n, ch in enumerate(CAMERAS):
+        s2l = torch.from_numpy(info["cams"][ch]["sensor2lidar"]).float()
+        torch.testing.assert_close(boxes[n, :3], s2l[:3, :3] @ torch.tensor([0.0, 0.0, 10.0]) + s2l[:3, 3],
+                                   atol=1e-4, rtol=0)
+        heading = s2l[:2, 0] / s2l[:2, 0].norm()  # object x axis = camera x axis
+        torch.testing.assert_close(boxes[n, 7:9], 2.0 * heading, atol=1e-4, rtol=0)

@@ -108,7 +108,8 @@ def train(cfg: DictConfig) -> None:
     save(tcfg.iters, optimizer)
     metrics = {f"train_{k}": v for k, v in last.items() if k in ("loss", "loss_bev")}
     if cfg.eval_after_train and dist.is_main():
-        metrics.update(evaluate(model, val_ds, nusc, cfg.data.eval_set, ctx.out_dir / "eval", ctx.device))
+        metrics.update(evaluate(model, val_ds, nusc, cfg.data.eval_set, ctx.out_dir / "eval", ctx.device,
+                                cfg.eval_head))
         metrics.update(matched_errors(model, val_ds, ctx.device))
         ctx.log.info("eval: %s", {k: round(v, 4) for k, v in metrics.items() if "/" not in k})
     run.write_metrics(ctx.out_dir, metrics)
@@ -130,6 +131,6 @@ def evaluate_cli(cfg: DictConfig) -> None:
     if report.missing:
         raise SystemExit(f"error: checkpoint {cfg.checkpoint} lacks {len(report.missing)} weights of this model "
                          f"(first: {report.missing[:3]}); check the model config")
-    metrics = evaluate(model, val_ds, nusc, cfg.data.eval_set, ctx.out_dir / "eval", ctx.device)
+    metrics = evaluate(model, val_ds, nusc, cfg.data.eval_set, ctx.out_dir / "eval", ctx.device, cfg.eval_head)
     ctx.log.info("eval: %s", metrics)
     run.write_metrics(ctx.out_dir, metrics)

@@ -100,26 +100,31 @@ def train(model, dataset, cfg, ctx, groups: int, seed: int = 0, start_iter: int 
 
 
 @torch.no_grad()
-def predict(model, dataset, device, class_range: dict, batch_size: int = 1) -> dict:
-    """Decoded predictions of every sample of ``dataset`` as nuScenes results (sample token -> list)."""
+def predict(model, dataset, device, class_range: dict, batch_size: int = 1, head: str = "bev") -> dict:
+    """Decoded predictions of every sample of ``dataset`` as nuScenes results (sample token -> list).
+
+    ``head``: ``bev`` (the detector) or ``perspective`` (the DD3D head alone, paper Tab. 2 'Perspective only')."""
+    if head not in ("bev", "perspective"):
+        raise ValueError(f"unknown eval head {head!r}; use 'bev' or 'perspective'")
     model.eval()
     results = {}
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
     for batch in loader:
         batch = to_device(batch, device)
-        for i, (boxes, scores, labels) in zip(batch["index"], model(batch)):
+        preds = model(batch) if head == "bev" else model.predict_perspective(batch)
+        for i, (boxes, scores, labels) in zip(batch["index"], preds):
             info = dataset.infos[i]
             results[info["token"]] = boxes_to_results(info, boxes.double().cpu().numpy(), scores.cpu().numpy(),
                                                       labels.cpu().numpy(), class_range)[:500]
     return results
 
 
-def evaluate(model, dataset, nusc, eval_set: str, out_dir, device) -> dict:
+def evaluate(model, dataset, nusc, eval_set: str, out_dir, device, head: str = "bev") -> dict:
     """devkit metrics (NDS, mAP, mATE, mASE, mAOE, mAVE, mAAE, per-class AP) on ``dataset``."""
     from nuscenes.eval.common.config import config_factory
 
     rng = config_factory("detection_cvpr_2019").class_range
-    results = predict(model, dataset, device, rng)
+    results = predict(model, dataset, device, rng, head=head)
     return evaluate_results(nusc, results, eval_set, out_dir)
 
 

@@ -51,8 +51,12 @@ def rotated_bev_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """IoU matrix (n, k) of BEV boxes a (n, 5) and b (k, 5) = (x, y, w, l, yaw)."""
     n, k = a.shape[0], b.shape[0]
     ca, cb = bev_corners(a), bev_corners(b)
-    inter = convex_intersection_area(ca[:, None].expand(n, k, 4, 2).reshape(-1, 4, 2),
-                                     cb[None].expand(n, k, 4, 2).reshape(-1, 4, 2)).view(n, k)
+    # only pairs whose circumscribed circles meet can overlap: clip those (exact, and sparse in practice)
+    ra, rb = 0.5 * a[:, 2].hypot(a[:, 3]), 0.5 * b[:, 2].hypot(b[:, 3])
+    near = torch.cdist(a[:, :2], b[:, :2]) < ra[:, None] + rb[None]
+    ii, jj = near.nonzero(as_tuple=True)
+    inter = a.new_zeros(n, k)
+    inter[ii, jj] = convex_intersection_area(ca[ii], cb[jj])
     area_a, area_b = a[:, 2] * a[:, 3], b[:, 2] * b[:, 3]
     return inter / (area_a[:, None] + area_b[None] - inter).clamp(min=1e-9)
 

@@ -194,6 +194,26 @@ class BEVFormerV2(nn.Module):
             return None
         return bda
 
+    def _views_to_lidar(self, dets: list, batch, b: int) -> dict:
+        """Camera-frame detections of the N views of sample b -> lidar frame: centre (k, 3), BEV boxes
+        (k, 5) = (x, y, w, l, yaw), wlh, score3d, speed, labels (concatenated over views)."""
+        N = batch["imgs"].shape[2]
+        intr = batch["intrinsics"][b]
+        out = {k: [] for k in ("centre", "bev", "wlh", "score3d", "speed", "labels")}
+        for n in range(N):
+            d = dets[b * N + n]
+            K4 = torch.eye(4, device=intr.device)
+            K4[:3, :3] = intr[n]
+            cam2lidar = torch.linalg.inv(torch.linalg.inv(K4) @ batch["lidar2img"][b, -1, n])
+            c = d["centre"] @ cam2lidar[:3, :3].T + cam2lidar[:3, 3]
+            R = cam2lidar[:3, :3] @ d["R"]  # object x axis (length) in the lidar frame
+            yaw = torch.atan2(R[:, 1, 0], R[:, 0, 0])
+            out["centre"].append(c)
+            out["bev"].append(torch.stack([c[:, 0], c[:, 1], d["wlh"][:, 0], d["wlh"][:, 1], yaw], -1))
+            for k in ("wlh", "score3d", "speed", "labels"):
+                out[k].append(d[k])
+        return {k: torch.cat(v) for k, v in out.items()}
+
     @torch.no_grad()
     def proposals(self, dd3d_out: dict, batch) -> torch.Tensor:
         """Two-stage proposals (spec §2.8): per-view DD3D detections -> lidar frame -> BEV NMS -> top-K2.
@@ -201,32 +221,44 @@ class BEVFormerV2(nn.Module):
         Returns (B, K2, 3) centres normalised to pc_range; NaN rows where fewer than K2 proposals survive
         (the head fills them with learned reference points).
         """
-        B, N = batch["imgs"].shape[0], batch["imgs"].shape[2]  # imgs (B, T, N, 3, H, W)
+        B = batch["imgs"].shape[0]
         K2 = self.pts_bbox_head.num_proposals
         intr = batch["intrinsics"].flatten(0, 1)  # (B*N, 3, 3)
         dets = dd3d_inference(dd3d_out, self.strides, torch.linalg.inv(intr))
         r = torch.tensor(self.pts_bbox_head.pc_range, device=intr.device)
         out = torch.full((B, K2, 3), float("nan"), device=intr.device)
         for b in range(B):
-            centres, scores, bev = [], [], []
-            for n in range(N):
-                d = dets[b * N + n]
-                K4 = torch.eye(4, device=intr.device)
-                K4[:3, :3] = intr[b * N + n]
-                cam2lidar = torch.linalg.inv(torch.linalg.inv(K4) @ batch["lidar2img"][b, -1, n])
-                c = d["centre"] @ cam2lidar[:3, :3].T + cam2lidar[:3, 3]
-                R = cam2lidar[:3, :3] @ d["R"]  # object x axis (length) in the lidar frame
-                yaw = torch.atan2(R[:, 1, 0], R[:, 0, 0])
-                centres.append(c)
-                scores.append(d["score3d"])
-                bev.append(torch.stack([c[:, 0], c[:, 1], d["wlh"][:, 0], d["wlh"][:, 1], yaw], -1))
-            c, s = torch.cat(centres), torch.cat(scores)
-            if len(c) == 0:
+            v = self._views_to_lidar(dets, batch, b)
+            if len(v["centre"]) == 0:
                 continue
-            keep = rotated_bev_nms(torch.cat(bev), s, self.bev_nms_iou)[:K2]  # class-agnostic BEV NMS 0.3
-            norm = ((c[keep] - r[:3]) / (r[3:] - r[:3])).clamp(1e-3, 1 - 1e-3)
-            out[b, : len(keep)] = norm
+            keep = rotated_bev_nms(v["bev"], v["score3d"], self.bev_nms_iou)[:K2]  # class-agnostic BEV NMS 0.3
+            out[b, : len(keep)] = ((v["centre"][keep] - r[:3]) / (r[3:] - r[:3])).clamp(1e-3, 1 - 1e-3)
         return out
+
+    @torch.no_grad()
+    def predict_perspective(self, batch, max_num: int = 300) -> list:
+        """Perspective-head-only detector (paper Tab. 2 'Perspective only'): per-view DD3D detections ->
+        lidar frame, velocity = predicted speed along the heading, class-aware rotated BEV NMS across views.
+        Returns per sample (boxes (n, 9), scores, labels) like the BEV head's decoder."""
+        imgs = batch["imgs"]
+        feats = self.extract_feat(imgs[:, -1], batch["flip"], False)
+        dd3d_out = self.fcos3d_bbox_head([f.flatten(0, 1) for f in feats])
+        dets = dd3d_inference(dd3d_out, self.strides, torch.linalg.inv(batch["intrinsics"].flatten(0, 1)))
+        results = []
+        for b in range(imgs.shape[0]):
+            v = self._views_to_lidar(dets, batch, b)
+            keep = []
+            for cls in v["labels"].unique():
+                idx = (v["labels"] == cls).nonzero().flatten()
+                keep.append(idx[rotated_bev_nms(v["bev"][idx], v["score3d"][idx], self.bev_nms_iou)])
+            keep = torch.cat(keep) if keep else v["labels"]
+            keep = keep[v["score3d"][keep].argsort(descending=True)][:max_num]
+            yaw = v["bev"][keep, 4]
+            sp = v["speed"][keep]
+            boxes = torch.cat([v["centre"][keep], v["wlh"][keep], yaw[:, None], (sp * yaw.cos())[:, None],
+                               (sp * yaw.sin())[:, None]], -1)
+            results.append((boxes, v["score3d"][keep], v["labels"][keep]))
+        return results
 
     def forward(self, batch: dict):
         """Training: dict(all_cls, all_reg, dd3d); eval: per sample (boxes (n, 9), scores, labels)."""

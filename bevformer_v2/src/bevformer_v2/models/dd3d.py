@@ -202,7 +202,8 @@ def canonical_sizes(device) -> torch.Tensor:
 def dd3d_inference(out: dict, strides, inv_K: torch.Tensor, score_thresh: float = 0.05, pre_nms_topk: int = 1000,
                    nms_iou: float = 0.75, topk: int = 100) -> list:
     """Per-image perspective detections (spec §2.7 inference): list over images of dicts with
-    ``R (k, 3, 3)``, ``centre (k, 3)``, ``wlh (k, 3)`` in the camera frame, ``score3d (k,)``, ``labels (k,)``."""
+    ``R (k, 3, 3)``, ``centre (k, 3)``, ``wlh (k, 3)`` in the camera frame, ``score3d (k,)``, ``speed (k,)``,
+    ``labels (k,)``."""
     n, K = out["cls"][0].shape[:2]
     shapes = [m.shape[-2:] for m in out["cls"]]
     locs, lvl_ids = locations_of(shapes, strides, inv_K.device)
@@ -214,6 +215,7 @@ def dd3d_inference(out: dict, strides, inv_K: torch.Tensor, score_thresh: float 
     depth = flatten_level_maps(out["depth"])
     size = flatten_level_maps(out["size"], 3)
     conf = flatten_level_maps(out["conf3d"]).sigmoid()
+    speed = flatten_level_maps(out["speed"])[..., 0]
     canon = canonical_sizes(inv_K.device)
     results = []
     for i in range(n):
@@ -226,8 +228,8 @@ def dd3d_inference(out: dict, strides, inv_K: torch.Tensor, score_thresh: float 
                 cand.append(s.topk(k).indices)
         if not cand:
             results.append(dict(R=inv_K.new_zeros(0, 3, 3), centre=inv_K.new_zeros(0, 3), wlh=inv_K.new_zeros(0, 3),
-                                score3d=inv_K.new_zeros(0), labels=torch.zeros(0, dtype=torch.long,
-                                                                                device=inv_K.device)))
+                                score3d=inv_K.new_zeros(0), speed=inv_K.new_zeros(0),
+                                labels=torch.zeros(0, dtype=torch.long, device=inv_K.device)))
             continue
         flat = torch.cat(cand)
         loc_i, lab = flat // K, flat % K
@@ -241,5 +243,5 @@ def dd3d_inference(out: dict, strides, inv_K: torch.Tensor, score_thresh: float 
                                      size[i][loc_i, :, lab], locs[loc_i], inv_K[i].expand(len(loc_i), 3, 3),
                                      canon[lab])
         results.append(dict(R=dec["R"], centre=dec["centre"], wlh=dec["wlh"], score3d=score2d * conf[i][loc_i, lab],
-                            labels=lab))
+                            speed=speed[i][loc_i], labels=lab))
     return results
