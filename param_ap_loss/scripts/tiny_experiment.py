@@ -25,6 +25,7 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--losses", nargs="+", default=["pap_retinanet", "focal_giou"])
     ap.add_argument("--out", default="outputs/tiny_experiment")
+    ap.add_argument("--tag", default="", help="suffix of the run folders (e.g. for searched parameters)")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = ap.parse_args()
     exe = Path(sys.executable).with_name("pap-train")
@@ -33,17 +34,17 @@ def main() -> None:
     for loss in args.losses:
         runs = []
         for seed in args.seeds:
-            out = Path(args.out) / f"{loss}_seed{seed}"
+            out = Path(args.out) / f"{loss}{args.tag}_seed{seed}"
             if not (out / "metrics.json").is_file():
                 subprocess.run([str(exe), f"loss={loss}", f"seed={seed}", f"hydra.run.dir={out}", *args.overrides],
                                check=True, env=env, stdout=subprocess.DEVNULL)
             runs.append(json.loads((out / "metrics.json").read_text()))
-        row = {"loss": loss, "seeds": args.seeds}
+        row = {"loss": loss + args.tag, "seeds": args.seeds, "overrides": args.overrides}
         for k in METRICS:
             vals = [r[k] for r in runs]
             row[k] = {"mean": statistics.mean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
                       "runs": vals}
-        rows[loss] = row
+        rows[loss + args.tag] = row
         print(json.dumps(row), flush=True)
     print("\n| loss | AP | AP50 | AP75 | CPU s/run |\n|---|---|---|---|---|")
     for loss, row in rows.items():
