@@ -110,3 +110,13 @@ def test_search_entry_point_runs_and_resumes(tmp_path):
     assert state["round"] == 2 and len(state["history"]) == 2
     # a finished search re-run in the same folder does no more work and returns the same result
     assert run_search(compose("search", over)) == out
+
+
+def test_linear_lr_schedule():
+    cfg = SearchConfig(rounds=3, samples_per_round=4, update_steps=1, mu_lr=0.2, lr_schedule="linear")
+    s = PPOSearch(torch.full((2,), 0.5), cfg)
+    lrs = []
+    s.run(lambda th, r, i: float(th.sum()), on_round=lambda row: lrs.append(s.optimizer.param_groups[0]["lr"]))
+    assert lrs == pytest.approx([0.2, 0.2 * 3 / 4, 0.2 * 2 / 4])
+    with pytest.raises(ValueError, match="lr_schedule"):
+        PPOSearch(torch.full((2,), 0.5), SearchConfig(lr_schedule="cosine"))

@@ -2,7 +2,8 @@
 
 Per round: draw ``samples_per_round`` thetas from the truncated-normal policy (with ``baseline="mu"`` the
 first one is mu itself), obtain a reward for each (the target metric after a proxy training), set
-advantages A_b = R_b - R_mu (or R_b - mean R), then take ``update_steps`` Adam steps (constant lr) on
+advantages A_b = R_b - R_mu (or R_b - mean R), then take ``update_steps`` Adam steps (constant lr by
+default as in the official configs; ``lr_schedule=linear`` is the official alternative) on
 mu_x (mu = sigmoid(mu_x); sigma = exp(sigma_x) is never optimised, as in the official code) with the
 clipped objective and **per-dimension** ratios:
 
@@ -36,6 +37,7 @@ class SearchConfig:
     clip_eps: float = 0.2
     sigma: float = 0.2
     baseline: str = "mu"          # "mu" | "mean"
+    lr_schedule: str = "constant"  # "constant" (official configs) | "linear": mu_lr * (1 - round / (rounds + 1))
     seed: int = 1
 
 
@@ -53,6 +55,8 @@ class PPOSearch:
     def __init__(self, init_mu: torch.Tensor, cfg: SearchConfig, state_path: str | Path | None = None):
         if cfg.baseline not in ("mu", "mean"):
             raise ValueError(f"baseline must be 'mu' or 'mean', got {cfg.baseline!r}")
+        if cfg.lr_schedule not in ("constant", "linear"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'linear', got {cfg.lr_schedule!r}")
         self.cfg = cfg
         mu = init_mu.double().clamp(1e-6, 1 - 1e-6)
         self.mu_x = torch.log(mu / (1 - mu)).requires_grad_()
@@ -95,6 +99,9 @@ class PPOSearch:
         with torch.no_grad():
             old_lp = self.policy().log_prob(thetas)
         eps = self.cfg.clip_eps
+        factor = 1.0 if self.cfg.lr_schedule == "constant" else 1.0 - self.round / (self.cfg.rounds + 1)
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.cfg.mu_lr * factor
         for _ in range(self.cfg.update_steps):
             ratio = (self.policy().log_prob(thetas) - old_lp).exp()
             obj = torch.min(ratio * adv, ratio.clamp(1 - eps, 1 + eps) * adv)
