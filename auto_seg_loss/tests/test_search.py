@@ -92,6 +92,9 @@ def test_search_resumes_after_crash(tmp_path):
     assert len(resumed.history) == 3
     with pytest.raises(ValueError, match="config"):
         PPOSearch(torch.full((2,), 0.5), SearchConfig(rounds=4), path)
+    path.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="cannot be read"):
+        PPOSearch(torch.full((2,), 0.5), cfg, path)
 
 
 def test_search_entry_point_runs_and_resumes(tmp_path):

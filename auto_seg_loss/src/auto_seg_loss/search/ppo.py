@@ -152,7 +152,10 @@ class PPOSearch:
              "history": self.history}, indent=1))
 
     def _load(self) -> None:
-        st = torch.load(self.state_path, map_location="cpu", weights_only=False)
+        try:
+            st = torch.load(self.state_path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing here
+            raise ValueError(f"search state {self.state_path} cannot be read ({e}); move it away to start over") from e
         if st["config"] != asdict(self.cfg):
             raise ValueError(f"search state {self.state_path} was written with config {st['config']}, not "
                              f"{asdict(self.cfg)}; use a fresh output folder or the same settings")
