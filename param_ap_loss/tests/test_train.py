@@ -92,3 +92,17 @@ def test_two_process_eval_equals_single_process(tmp_path):
     assert one["AP50"] > 0  # there are detections to gather
     for k in ("AP", "AP50", "AP75"):
         assert two[k] == pytest.approx(one[k], abs=1e-6)
+
+
+def test_cli_search_runs_and_resumes(tmp_path):
+    out = tmp_path / "search"
+    common = ["data.num_train=8", "data.num_val=4", "train.epochs=1", "search.samples=2", f"hydra.run.dir={out}"]
+    res = _run([str(BIN / "pap-search"), "search.rounds=1", *common], tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads((out / "metrics.json").read_text())["rounds"] == 1
+    res = _run([str(BIN / "pap-search"), "search.rounds=2", *common], tmp_path)  # continues at round 1
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "resuming search at round 1" in (out / "log.txt").read_text()
+    assert json.loads((out / "metrics.json").read_text())["rounds"] == 2
+    params = json.loads((out / "searched_params.json").read_text())
+    assert set(params) == {"bbox"} and len(params["bbox"]["ctrl_points"]) == 5
