@@ -43,7 +43,8 @@ def _train_loader(ds, batch_size: int, seed: int, start_iter: int = 0, num_worke
 def build_model(model_cfg, num_classes: int) -> torch.nn.Module:
     m = OmegaConf.to_container(model_cfg, resolve=True)
     return build_segmenter(num_classes, m["backbone"], m["channels"], m["c1_channels"], m["aux_channels"],
-                           tuple(m["dilations"]), m["aux_head"], m["dropout"], m.get("pretrained"))
+                           tuple(m["dilations"]), m["aux_head"], m["dropout"], m.get("pretrained"),
+                           m.get("head_init", "mmseg"))
 
 
 def build_losses(loss_cfg, num_classes: int, ignore_index: int = 255, control_points=None) -> dict:

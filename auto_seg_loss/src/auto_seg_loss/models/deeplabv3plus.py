@@ -40,6 +40,18 @@ class ConvModule(nn.Module):
         return self.activate(self.bn(self.conv(x)))
 
 
+def mmseg_head_init(head: nn.Module) -> None:
+    """mmcv/mmseg head initialisation: ConvModule convs kaiming-normal (fan_out, relu), BN 1/0,
+    classifier ``conv_seg`` normal(0, 0.01) with zero bias."""
+    for m in head.modules():
+        if isinstance(m, ConvModule):
+            nn.init.kaiming_normal_(m.conv.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.ones_(m.bn.weight)
+            nn.init.zeros_(m.bn.bias)
+    nn.init.normal_(head.conv_seg.weight, 0.0, 0.01)
+    nn.init.zeros_(head.conv_seg.bias)
+
+
 class DepthwiseSeparableConvModule(nn.Module):
     """depthwise k x k ConvModule -> pointwise 1x1 ConvModule."""
 
@@ -105,12 +117,16 @@ class FCNHead(nn.Module):
 class DeepLabV3Plus(nn.Module):
     """Encoder-decoder segmenter. forward(img (B, 3, H, W)) -> dict ``out`` (B, K, H/4, W/4) and, in
     training mode with an auxiliary head, ``aux`` (B, K, H/8, W/8). Logits are resized to the label size
-    by the caller (bilinear, ``align_corners=False``)."""
+    by the caller (bilinear, ``align_corners=False``). ``head_init``: ``"mmseg"`` (official) or ``"torch"``
+    (PyTorch defaults; used by the tiny CPU config, where the near-uniform start of the mmseg classifier
+    init stalls the boundary surrogates for the first ~100 iterations)."""
 
     def __init__(self, num_classes: int, backbone: str = "resnet101", channels: int = 512, c1_channels: int = 48,
                  aux_channels: int = 256, dilations: Sequence[int] = (1, 12, 24, 36), aux_head: bool = True,
-                 dropout: float = 0.1):
+                 dropout: float = 0.1, head_init: str = "mmseg"):
         super().__init__()
+        if head_init not in ("mmseg", "torch"):
+            raise ValueError(f"head_init must be 'mmseg' or 'torch', got {head_init!r}")
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}; choose one of {list(BACKBONES)}")
         spec = dict(BACKBONES[backbone])
@@ -119,6 +135,10 @@ class DeepLabV3Plus(nn.Module):
         c2, c4, c5 = self.backbone.feature_info.channels()
         self.decode_head = DepthwiseSeparableASPPHead(c5, c2, channels, c1_channels, num_classes, dilations, dropout)
         self.auxiliary_head = FCNHead(c4, aux_channels, num_classes, dropout) if aux_head else None
+        if head_init == "mmseg":
+            for head in (self.decode_head, self.auxiliary_head):
+                if head is not None:
+                    mmseg_head_init(head)
 
     def forward(self, img: torch.Tensor) -> dict[str, torch.Tensor]:
         c2, c4, c5 = self.backbone(img)
@@ -155,9 +175,10 @@ def load_backbone_weights(model: DeepLabV3Plus, path: str) -> None:
 
 def build_segmenter(num_classes: int, backbone: str = "resnet101", channels: int = 512, c1_channels: int = 48,
                     aux_channels: int = 256, dilations: Sequence[int] = (1, 12, 24, 36), aux_head: bool = True,
-                    dropout: float = 0.1, pretrained: str | None = None) -> DeepLabV3Plus:
+                    dropout: float = 0.1, pretrained: str | None = None, head_init: str = "mmseg") -> DeepLabV3Plus:
     """Build :class:`DeepLabV3Plus`; ``pretrained`` is an optional path to ImageNet backbone weights."""
-    model = DeepLabV3Plus(num_classes, backbone, channels, c1_channels, aux_channels, dilations, aux_head, dropout)
+    model = DeepLabV3Plus(num_classes, backbone, channels, c1_channels, aux_channels, dilations, aux_head, dropout,
+                          head_init)
     if pretrained:
         load_backbone_weights(model, pretrained)
     return model
