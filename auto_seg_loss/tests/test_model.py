@@ -14,10 +14,10 @@ def test_tiny_shapes_and_aux_only_in_training():
     assert out["out"].shape == (2, 4, 16, 16) and out["aux"].shape == (2, 4, 8, 8)
     assert set(m.eval()(x)) == {"out"}
     for head in (m.decode_head, m.auxiliary_head):  # mmseg init of the classifier (default)
-        assert float(head.conv_seg.weight.std()) == pytest.approx(0.01, rel=0.5)
-        assert float(head.conv_seg.bias.abs().max()) == 0.0
+        assert float(head.conv_seg.weight.detach().std()) == pytest.approx(0.01, rel=0.5)
+        assert float(head.conv_seg.bias.detach().abs().max()) == 0.0
     t = build_segmenter(4, "tiny", 32, 12, 16, (1, 2, 4, 6), head_init="torch")
-    assert float(t.decode_head.conv_seg.weight.std()) > 0.05
+    assert float(t.decode_head.conv_seg.weight.detach().std()) > 0.05
     with pytest.raises(ValueError, match="head_init"):
         build_segmenter(4, "tiny", head_init="xavier")
 
