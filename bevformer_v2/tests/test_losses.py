@@ -104,3 +104,57 @@ def test_allocentric_equals_egocentric_on_optical_axis_and_corners():
     pixel = math.hypot(0.01, 0.01)
     assert float(dec["depth"]) == pytest.approx(10.0 / (pixel * 500), rel=1e-5)
     torch.testing.assert_close(dec["wlh"], torch.tensor([[1.0, 2.0, 3.0]]))
+
+
+def test_dd3d_loss_vanishes_for_outputs_that_decode_to_the_gt():
+    """Raw head outputs built by inverting the decoding (allocentric quat, focal-scaled depth, tanh size,
+    projected-centre offsets) give zero disentangled 3D losses: targets and decoding share one convention."""
+    from pyquaternion import Quaternion
+
+    from bevformer_v2.data.constants import CANONICAL_WLH
+    from bevformer_v2.losses import dd3d_loss
+
+    K = torch.tensor([[100.0, 0, 64], [0, 100.0, 32], [0, 0, 1]])
+    inv_K = torch.linalg.inv(K)
+    q_ego = Quaternion(axis=(0, 1, 0), angle=0.4)
+    centre = torch.tensor([1.0, 0.5, 12.0])
+    wlh = torch.tensor(CANONICAL_WLH["car"]) * 1.1
+    R_ego = torch.tensor(q_ego.rotation_matrix, dtype=torch.float32)
+    corners = box3d_corners(R_ego[None], centre[None], wlh[None])[0]
+    uvw = corners @ K.T
+    uv = uvw[:, :2] / uvw[:, 2:]
+    box2d = torch.tensor([[uv[:, 0].min().clamp(0, 128), uv[:, 1].min().clamp(0, 64), uv[:, 0].max().clamp(0, 128),
+                           uv[:, 1].max().clamp(0, 64)]])
+    uv_c = (K @ centre)[:2] / centre[2]
+    ray_R = allocentric_to_egocentric(torch.eye(3)[None], uv_c[None], inv_K[None])[0]  # [x y z] of the ray
+    q_allo = Quaternion(matrix=(ray_R.T @ R_ego).double().numpy(), atol=1e-6).elements
+    shapes = [(8, 16), (4, 8), (2, 4), (1, 2), (1, 1)]
+    strides = (8, 16, 32, 64, 128)
+    pixel = float(torch.stack([inv_K[0, 0], inv_K[1, 1]]).norm())
+    cls_id, Kc = 3, 10
+    out = {k: [] for k in ("cls", "box2d", "ctr", "quat", "proj_ctr", "depth", "size", "conf3d", "attr", "speed")}
+    for (h, w), s in zip(shapes, strides):
+        ys, xs = torch.meshgrid(torch.arange(h) * s, torch.arange(w) * s, indexing="ij")
+        quat = torch.zeros(1, 4, Kc, h, w)
+        quat[0, :, cls_id] = torch.tensor(q_allo, dtype=torch.float32)[:, None, None]
+        pc = torch.zeros(1, 2, Kc, h, w)
+        pc[0, 0, cls_id], pc[0, 1, cls_id] = uv_c[0] - xs, uv_c[1] - ys
+        depth = torch.zeros(1, Kc, h, w)
+        depth[0, cls_id] = centre[2] * pixel * 500.0
+        size = torch.zeros(1, 3, Kc, h, w)
+        size[0, :, cls_id] = torch.atanh(wlh / torch.tensor(CANONICAL_WLH["car"]) - 1)[:, None, None]
+        out["quat"].append(quat.view(1, 4 * Kc, h, w))
+        out["proj_ctr"].append(pc.view(1, 2 * Kc, h, w))
+        out["depth"].append(depth)
+        out["size"].append(size.view(1, 3 * Kc, h, w))
+        for k, c in (("cls", Kc), ("box2d", 4), ("ctr", 1), ("conf3d", Kc), ("attr", 3), ("speed", 1)):
+            out[k].append(torch.zeros(1, c, h, w))
+    target = dict(boxes2d=box2d, labels=torch.tensor([cls_id]), attr=torch.tensor([1]), speed=torch.tensor([0.0]),
+                  box3d=torch.cat([torch.tensor(q_ego.elements, dtype=torch.float32), centre, wlh])[None], K=K)
+    L = dd3d_loss(out, [target], strides)
+    for k in ("loss_box3d_quat", "loss_box3d_proj_ctr", "loss_box3d_depth", "loss_box3d_size"):
+        assert float(L[k]) < 1e-6, (k, float(L[k]))
+    # a wrong depth shows up in the depth term only
+    out["depth"] = [d * 1.2 for d in out["depth"]]
+    L = dd3d_loss(out, [target], strides)
+    assert float(L["loss_box3d_depth"]) > 0.1 and float(L["loss_box3d_quat"]) < 1e-6
