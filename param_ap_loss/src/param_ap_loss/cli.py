@@ -60,8 +60,13 @@ def train_and_evaluate(cfg: DictConfig, device: torch.device, log=None, metrics=
     loader = _loader(train_ds, int(tc.batch_size), True, int(tc.num_workers), int(cfg.seed))
     iters_per_epoch = max(len(loader), 1)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=float(tc.lr), momentum=float(tc.momentum),
-                                weight_decay=float(tc.weight_decay))
+    if tc.get("optimizer", "sgd") == "adamw":  # Deformable DETR
+        optimizer = torch.optim.AdamW(params, lr=float(tc.lr), weight_decay=float(tc.weight_decay))
+    elif tc.get("optimizer", "sgd") == "sgd":
+        optimizer = torch.optim.SGD(params, lr=float(tc.lr), momentum=float(tc.momentum),
+                                    weight_decay=float(tc.weight_decay))
+    else:
+        raise ValueError(f"unknown train.optimizer {tc.optimizer!r}; use 'sgd' or 'adamw'")
     sched = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_step_lambda(
         int(tc.warmup_iters), float(tc.warmup_ratio), [int(e) * iters_per_epoch for e in tc.milestones]))
     model = dist.wrap_model(model, "ddp")

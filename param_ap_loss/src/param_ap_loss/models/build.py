@@ -13,7 +13,7 @@ from ..losses import PAPLoss
 from .backbones import build_backbone
 from .retinanet import PAPRetinaNet, retina_anchors
 
-DETECTORS = ("retinanet", "faster_rcnn")
+DETECTORS = ("retinanet", "faster_rcnn", "deformable_detr")
 
 
 def build_pap(cfg: Any, head: str) -> PAPLoss:
@@ -38,7 +38,7 @@ def build_pap(cfg: Any, head: str) -> PAPLoss:
 
 
 def build_detector(model_cfg: Any, loss_cfg: Any, num_classes: int) -> nn.Module:
-    """RetinaNet or Faster R-CNN (PAP or baseline losses) with K = ``num_classes`` foreground classes."""
+    """RetinaNet, Faster R-CNN or Deformable DETR (PAP or baseline losses), K = ``num_classes`` classes."""
     name = model_cfg.name
     if name not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; known: {', '.join(DETECTORS)}")
@@ -61,6 +61,16 @@ def build_detector(model_cfg: Any, loss_cfg: Any, num_classes: int) -> nn.Module
                             score_thresh=float(model_cfg.score_thresh), nms_thresh=float(model_cfg.nms_thresh),
                             detections_per_img=int(model_cfg.detections_per_img),
                             head_norm_groups=int(model_cfg.get("head_norm_groups", 0)), **sizes)
+    if name == "deformable_detr":
+        from .deformable_detr import PAPDeformableDETR
+
+        d = model_cfg.detr
+        pap = build_pap(loss_cfg.head, "bbox") if loss_cfg.type == "pap" else None
+        return PAPDeformableDETR(backbone, num_classes, loss_type=loss_cfg.type, pap=pap, num_queries=int(d.num_queries),
+                                 enc_layers=int(d.enc_layers), dec_layers=int(d.dec_layers), n_heads=int(d.n_heads),
+                                 n_points=int(d.n_points), n_levels=int(d.n_levels), ffn_dim=int(d.ffn_dim),
+                                 reg_input=loss_cfg.get("reg_input", "giou"),
+                                 detections_per_img=int(model_cfg.detections_per_img), **sizes)
     from .faster_rcnn import build_faster_rcnn
 
     return build_faster_rcnn(backbone, num_classes, model_cfg, loss_cfg, sizes)
