@@ -92,3 +92,10 @@ def test_detr_unknown_loss_error():
     cfg = _cfg("loss=focal_giou")
     with pytest.raises(ValueError, match="unknown Deformable DETR loss_type 'focal_giou'"):
         build_detector(cfg.model, cfg.loss, num_classes=3)
+
+
+def test_detr_coco_config_composes():
+    with initialize_config_module("param_ap_loss.configs", version_base=None):
+        cfg = compose("train", overrides=["experiment=deformable_detr_pap_coco"])
+    assert cfg.model.name == "deformable_detr" and cfg.loss.type == "pap" and cfg.train.optimizer == "adamw"
+    assert cfg.train.lr == 0.0002 and cfg.train.epochs == 50 and cfg.model.detr.num_queries == 300
