@@ -191,3 +191,11 @@ def test_bev_decoder_output_of_gt_scores_perfectly(nusc, infos, tmp_path):
                                                   labels[keep].numpy(), rng)
     m = evaluate_results(nusc, results, "mini_val", tmp_path)
     assert m["mAP"] == pytest.approx(1.0, abs=1e-6) and m["NDS"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_training_samples_without_gt_are_redrawn(infos):
+    empty = dict(infos["val"][0])
+    empty["valid_flag"] = np.zeros_like(empty["valid_flag"])
+    ds = BEVDataset([empty, infos["val"][1]], crop=CROP, resize_heights=(64,), test_height=64, train=True)
+    assert all(ds[0]["index"] == 1 for _ in range(3))
+    assert BEVDataset([empty], crop=CROP, test_height=64)[0]["gt_boxes"].shape == (0, 9)  # test time: kept

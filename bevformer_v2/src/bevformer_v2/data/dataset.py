@@ -128,8 +128,17 @@ class BEVDataset(torch.utils.data.Dataset):
             intr.append(K4[:3, :3])
         return torch.stack(imgs), torch.from_numpy(np.stack(l2i)).float(), ida, torch.from_numpy(np.stack(intr)).float()
 
+    def _has_targets(self, info: dict) -> bool:
+        mono = [c.get("mono") for c in info["cams"].values()]
+        has_mono = any(m is not None and len(m["labels"]) for m in mono) or all(m is None for m in mono)
+        return bool(info["valid_flag"].any()) and has_mono
+
     def __getitem__(self, i: int) -> dict:
         rng = np.random.default_rng([self.seed, self.epoch, i])
+        for _ in range(100):  # training samples without (mono) GT are re-drawn at random (spec §3.6)
+            if not self.train or self._has_targets(self.infos[i]):
+                break
+            i = int(rng.integers(len(self.infos)))
         info = self.infos[i]
         h = int(rng.choice(self.resize_heights)) if self.train else self.test_height
         ratio = h / (self.crop[3] - self.crop[1])
