@@ -192,3 +192,38 @@ def test_perspective_only_predictions(infos, make_tiny, monkeypatch):
                                    atol=1e-4, rtol=0)
         heading = s2l[:2, 0] / s2l[:2, 0].norm()  # object x axis = camera x axis
         torch.testing.assert_close(boxes[n, 7:9], 2.0 * heading, atol=1e-4, rtol=0)
+
+
+def test_ego_motion_warp_by_hand():
+    """Ego drives +12.8 m along x (one cell): a static feature at frame-k column 2 appears at current column 1;
+    a 90 deg ego rotation maps (x, y) -> (y, -x) in the current frame."""
+    import math
+
+    from bevformer_v2.models.transformer import ego_motion_warp
+
+    pc = (-51.2, -51.2, -5.0, 51.2, 51.2, 3.0)
+    bev = torch.zeros(1, 1, 8, 8)
+    bev[0, 0, 3, 2] = 1.0
+    k2t = torch.eye(4)[None]
+    k2t[0, 0, 3] = -12.8  # static points move backwards in the new ego frame
+    out = ego_motion_warp(bev, torch.linalg.inv(k2t), pc)[0, 0]
+    assert divmod(int(out.argmax()), 8) == (3, 1) and float(out.max()) == pytest.approx(1.0)
+    rot = torch.eye(4)[None]
+    c, s = math.cos(-math.pi / 2), math.sin(-math.pi / 2)  # frame-k points seen from an ego turned +90 deg
+    rot[0, :2, :2] = torch.tensor([[c, -s], [s, c]])
+    out = ego_motion_warp(bev, torch.linalg.inv(rot), pc)[0, 0]
+    x, y = -51.2 + 2.5 * 12.8, -51.2 + 3.5 * 12.8  # peak centre in frame k
+    xt, yt = y, -x
+    assert divmod(int(out.argmax()), 8) == (int((yt + 51.2) // 12.8), int((xt + 51.2) // 12.8))
+
+
+def test_warp_temporal_mode_trains(infos, make_tiny):
+    torch.manual_seed(0)
+    ds = BEVDataset(infos["train"], frames=(-1, 0), crop=CROP, resize_heights=(64,), test_height=64, train=True,
+                    bda=True)
+    batch = collate([ds[2]])
+    assert batch["ego_k2t"].shape == (1, 2, 4, 4)
+    torch.testing.assert_close(batch["ego_k2t"][0, 1], torch.eye(4))
+    model = make_tiny(frames=(-1, 0), temporal_mode="warp").train()
+    total_loss(detector_losses(model(batch), batch, 1, True)).backward()
+    assert model.pts_bbox_head.transformer.fusion.layers[0].conv1.weight.grad.abs().sum() > 0

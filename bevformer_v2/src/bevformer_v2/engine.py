@@ -36,7 +36,7 @@ def lr_factor(it: int, warmup_iters: int, warmup_ratio: float, step_iters) -> fl
 
 def to_device(batch: dict, device) -> dict:
     out = dict(batch)
-    for k in ("imgs", "lidar2img", "bda", "flip", "intrinsics"):
+    for k in ("imgs", "lidar2img", "bda", "flip", "intrinsics", "ego_k2t"):
         out[k] = batch[k].to(device)
     out["gt_boxes"] = [g.to(device) for g in batch["gt_boxes"]]
     out["gt_labels"] = [g.to(device) for g in batch["gt_labels"]]

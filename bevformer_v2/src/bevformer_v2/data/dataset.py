@@ -75,7 +75,7 @@ class BEVDataset(torch.utils.data.Dataset):
 
     Returns a dict: ``imgs (T, N, 3, H, W)`` (BGR caffe-normalised), ``lidar2img (T, N, 4, 4)``,
     ``gt_boxes (n, 9)``, ``gt_labels (n,)``, ``bda (3, 3)``, ``flip``, ``mono`` (N dicts), ``intrinsics (N, 3, 3)``
-    (current frame, after crop/resize), ``index``.
+    (current frame, after crop/resize), ``ego_k2t (T, 4, 4)`` (frame-k lidar -> current lidar), ``index``.
     """
 
     def __init__(self, infos: list, frames=(0,), crop=(0, 260, 1600, 900), resize_heights=(640,),
@@ -126,7 +126,8 @@ class BEVDataset(torch.utils.data.Dataset):
             K4[:3, :3] = ida @ cam["cam_intrinsic"]
             l2i.append(K4 @ np.linalg.inv(cam["sensor2lidar"]) @ np.linalg.inv(t_k2t))
             intr.append(K4[:3, :3])
-        return torch.stack(imgs), torch.from_numpy(np.stack(l2i)).float(), ida, torch.from_numpy(np.stack(intr)).float()
+        return (torch.stack(imgs), torch.from_numpy(np.stack(l2i)).float(), ida, torch.from_numpy(np.stack(intr)).float(),
+                torch.from_numpy(t_k2t).float())
 
     def _has_targets(self, info: dict) -> bool:
         mono = [c.get("mono") for c in info["cams"].values()]
@@ -143,12 +144,13 @@ class BEVDataset(torch.utils.data.Dataset):
         h = int(rng.choice(self.resize_heights)) if self.train else self.test_height
         ratio = h / (self.crop[3] - self.crop[1])
         flip = bool(self.flip and rng.random() < 0.5)
-        imgs, l2is = [], []
+        imgs, l2is, k2t = [], [], []
         for off in self.frames:
             j = self._frame_index(i, off)
-            im, l2i, ida, intr = self._load_frame(self.infos[j], ratio, flip, rng, info)
+            im, l2i, ida, intr, t_k2t = self._load_frame(self.infos[j], ratio, flip, rng, info)
             imgs.append(im)
             l2is.append(l2i)
+            k2t.append(t_k2t)
         boxes = info["gt_boxes"][info["valid_flag"]]
         labels = info["gt_labels"][info["valid_flag"]]
         bda = np.eye(3)
@@ -180,7 +182,7 @@ class BEVDataset(torch.utils.data.Dataset):
                              K=torch.from_numpy(ida @ info["cams"][ch]["cam_intrinsic"]).float()))
         return dict(imgs=torch.stack(imgs), lidar2img=torch.stack(l2is), gt_boxes=torch.from_numpy(boxes).float(),
                     gt_labels=torch.from_numpy(labels), bda=torch.from_numpy(bda).float(), flip=flip, mono=mono,
-                    intrinsics=intr, index=i)
+                    intrinsics=intr, ego_k2t=torch.stack(k2t), index=i)
 
 
 def collate(batch: list, pad_divisor: int = 32) -> dict:
@@ -195,4 +197,5 @@ def collate(batch: list, pad_divisor: int = 32) -> dict:
                 gt_boxes=[b["gt_boxes"] for b in batch], gt_labels=[b["gt_labels"] for b in batch],
                 bda=torch.stack([b["bda"] for b in batch]), flip=torch.tensor([b["flip"] for b in batch]),
                 mono=[b["mono"] for b in batch], intrinsics=torch.stack([b["intrinsics"] for b in batch]),
+                ego_k2t=torch.stack([b["ego_k2t"] for b in batch]),
                 index=[b["index"] for b in batch])

@@ -17,7 +17,7 @@ from ..data.constants import PC_RANGE, POST_CENTER_RANGE
 from .backbone import FPN, GridMask, build_backbone
 from .bev_nms import rotated_bev_nms
 from .dd3d import NuscenesDD3D, dd3d_inference
-from .transformer import PerceptionTransformerV2, inverse_sigmoid
+from .transformer import PerceptionTransformerV2, bda_warp, ego_motion_warp, inverse_sigmoid
 
 
 class LearnedPositionalEncoding(nn.Module):
@@ -140,7 +140,7 @@ class BEVFormerV2(nn.Module):
     def __init__(self, backbone: str = "tiny", pretrained: bool = False, tiny_channels=(16, 32, 64, 128),
                  embed_dims: int = 256, num_cams: int = 6, head: dict | None = None, perspective: bool = True,
                  dd3d_convs: int = 4, grid_mask: bool = True, fix_smooth_l1: bool = False,
-                 bev_nms_iou: float = 0.3, num_bev_levels: int = 4):
+                 bev_nms_iou: float = 0.3, num_bev_levels: int = 4, temporal_mode: str = "reencode"):
         super().__init__()
         self.img_backbone = build_backbone(backbone, pretrained, tiny_channels)
         self.img_neck = FPN(self.img_backbone.out_channels, embed_dims, 5)
@@ -154,6 +154,9 @@ class BEVFormerV2(nn.Module):
         self.grid_mask = GridMask() if grid_mask else None
         self.fix_smooth_l1, self.bev_nms_iou, self.num_bev_levels = fix_smooth_l1, bev_nms_iou, num_bev_levels
         self.num_cams = num_cams
+        if temporal_mode not in ("reencode", "warp"):
+            raise ValueError(f"unknown temporal_mode {temporal_mode!r}; use 'reencode' (official code) or 'warp' (paper)")
+        self.temporal_mode = temporal_mode
 
     def extract_feat(self, imgs: torch.Tensor, flip: torch.Tensor, use_grid_mask: bool) -> list:
         """imgs (B, N, 3, H, W) -> 5 FPN maps (B, N, C, h, w), flipped back along W for flipped samples."""
@@ -173,17 +176,32 @@ class BEVFormerV2(nn.Module):
         return out
 
     def _history_bevs(self, batch) -> list:
-        """History BEVs (B, HW, C) of frames t < 0, encoder in eval mode under no_grad (spec §2.5)."""
+        """History BEVs (B, HW, C) of frames t < 0, encoder in eval mode under no_grad (spec §2.5).
+
+        ``reencode`` (official code): encode frame k directly on the current grid with the re-targeted lidar2img.
+        ``warp`` (paper §3.4): encode frame k on its own grid, then resample it into the current frame with
+        the ego motion T_{t->k}."""
         T = batch["imgs"].shape[1]
         bda = self._bda(batch)  # history BEVs share the current frame's BDA (spec §2.4)
+        head = self.pts_bbox_head
         was_training = self.training
         self.eval()
         bevs = []
         with torch.no_grad():
             for t in range(T - 1):
                 feats = self.extract_feat(batch["imgs"][:, t], batch["flip"], False)
-                bevs.append(self.pts_bbox_head.encode(feats[: self.num_bev_levels], batch["lidar2img"][:, t],
-                                                      batch["img_shape"], bda))
+                if self.temporal_mode == "reencode":
+                    bevs.append(head.encode(feats[: self.num_bev_levels], batch["lidar2img"][:, t],
+                                            batch["img_shape"], bda))
+                    continue
+                k2t = batch["ego_k2t"][:, t]
+                own = head.encode(feats[: self.num_bev_levels], batch["lidar2img"][:, t] @ k2t, batch["img_shape"])
+                B, HW, C = own.shape
+                bev = ego_motion_warp(own.transpose(1, 2).reshape(B, C, head.bev_h, head.bev_w),
+                                      torch.linalg.inv(k2t), head.pc_range)
+                if bda is not None:
+                    bev = bda_warp(bev, bda)
+                bevs.append(bev.flatten(2).transpose(1, 2))
         self.train(was_training)
         return bevs
 

@@ -152,6 +152,24 @@ def bda_warp(bev: torch.Tensor, bda: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(bev, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def ego_motion_warp(bev: torch.Tensor, t_t2k: torch.Tensor, pc_range) -> torch.Tensor:
+    """Paper §3.4 temporal alignment: resample a history BEV (B, C, H, W) of frame k onto the current grid.
+
+    t_t2k (B, 4, 4) maps current-lidar points to frame-k lidar; each current cell centre p samples BEV_k at
+    T_{t->k} p (bilinear, zeros outside; the BEV plane is treated as 2D: x, y rows of the transform).
+    """
+    B, C, H, W = bev.shape
+    lo = bev.new_tensor(pc_range[:2])
+    hi = bev.new_tensor(pc_range[3:5])
+    ys = (torch.arange(H, device=bev.device, dtype=bev.dtype) + 0.5) / H
+    xs = (torch.arange(W, device=bev.device, dtype=bev.dtype) + 0.5) / W
+    cells = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1) * (hi - lo) + lo  # (H, W, 2) metric x, y
+    T = t_t2k.to(bev.dtype)
+    p = torch.einsum("bij,hwj->bhwi", T[:, :2, :2], cells) + T[:, None, None, :2, 3]
+    grid = (p - lo) / (hi - lo) * 2 - 1
+    return F.grid_sample(bev, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 class GroupMultiheadAttention(nn.Module):
     """Decoder self-attention restricted to query groups in training (Group DETR, spec §2.6)."""
 
