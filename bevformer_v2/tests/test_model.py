@@ -227,3 +227,16 @@ def test_warp_temporal_mode_trains(infos, make_tiny):
     model = make_tiny(frames=(-1, 0), temporal_mode="warp").train()
     total_loss(detector_losses(model(batch), batch, 1, True)).backward()
     assert model.pts_bbox_head.transformer.fusion.layers[0].conv1.weight.grad.abs().sum() > 0
+
+
+def test_bev_and_bev_control_head(infos, make_tiny):
+    torch.manual_seed(0)
+    batch = collate([BEVDataset(infos["train"], crop=CROP, test_height=64)[0]])
+    model = make_tiny(perspective=False, aux_bev_head=True).train()
+    losses = detector_losses(model(batch), batch, 1, False)
+    assert "bev2.loss_cls" in losses and "bev2.d0.loss_bbox" in losses and not any(k.startswith("pers.") for k in losses)
+    total_loss(losses).backward()
+    assert model.aux_bbox_head.query_embedding.weight.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        assert len(model(batch)[0][0]) > 0  # inference uses the main head only

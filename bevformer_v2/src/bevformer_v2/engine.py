@@ -141,7 +141,7 @@ def matched_errors(model, dataset, device) -> dict:
     Qg = core.pts_bbox_head.num_query + (core.pts_bbox_head.num_proposals if core.two_stage else 0)
     for batch in loader:
         batch = to_device(batch, device)
-        all_cls, all_reg, _ = core.forward_raw(batch)
+        all_cls, all_reg = core.forward_raw(batch)[:2]
         cls, reg = all_cls[-1, 0, :Qg], all_reg[-1, 0, :Qg]
         gt, lab = batch["gt_boxes"][0], batch["gt_labels"][0]
         if len(gt) == 0:

@@ -247,9 +247,13 @@ def total_loss(losses: dict, lambda_bev: float = 1.0, lambda_pers: float = 1.0) 
 
 
 def detector_losses(out: dict, batch: dict, groups: int, perspective: bool, fix_smooth_l1: bool = False) -> dict:
-    """All loss terms of one batch: BEV head (every decoder layer, every group) and, if enabled, ``pers.*``
+    """All loss terms of one batch: BEV head (every decoder layer, every group), the optional second BEV head
+    (``bev2.*``) and, if enabled, ``pers.*``
     DD3D terms on the camera images that have mono GT (spec §3.3 step 4)."""
     losses = bev_head_loss(out["all_cls"], out["all_reg"], batch["gt_boxes"], batch["gt_labels"], groups)
+    if "aux_cls" in out:  # 'BEV & BEV' control: the second BEV head's loss counts as BEV loss
+        aux = bev_head_loss(out["aux_cls"], out["aux_reg"], batch["gt_boxes"], batch["gt_labels"], 1)
+        losses.update({"bev2." + k: v for k, v in aux.items()})
     if perspective and out.get("dd3d") is not None:
         idx, targets = [], []
         for b, cams in enumerate(batch["mono"]):

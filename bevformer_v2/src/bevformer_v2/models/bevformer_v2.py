@@ -49,21 +49,8 @@ class BEVFormerHead(nn.Module):
         self.positional_encoding = LearnedPositionalEncoding(embed_dims // 2, bev_h, bev_w)
         self.query_embedding = nn.Embedding(num_query * group_detr, embed_dims * 2)
         self.transformer = PerceptionTransformerV2(embed_dims=embed_dims, pc_range=pc_range, **(transformer or {}))
-        n_layers = len(self.transformer.decoder.layers)
-        self.cls_branches = nn.ModuleList()
-        self.reg_branches = nn.ModuleList()
-        for _ in range(n_layers):
-            cls = []
-            for _ in range(num_reg_fcs):
-                cls += [nn.Linear(embed_dims, embed_dims), nn.LayerNorm(embed_dims), nn.ReLU(inplace=True)]
-            cls.append(nn.Linear(embed_dims, num_classes))
-            nn.init.constant_(cls[-1].bias, -math.log((1 - 0.01) / 0.01))  # bias_init_with_prob(0.01)
-            reg = []
-            for _ in range(num_reg_fcs):
-                reg += [nn.Linear(embed_dims, embed_dims), nn.ReLU()]
-            reg.append(nn.Linear(embed_dims, code_size))
-            self.cls_branches.append(nn.Sequential(*cls))
-            self.reg_branches.append(nn.Sequential(*reg))
+        self.cls_branches, self.reg_branches = build_branches(len(self.transformer.decoder.layers), embed_dims,
+                                                              num_classes, code_size, num_reg_fcs)
         if two_stage:  # spec §2.8 [design]
             self.proposal_query = nn.Embedding(num_proposals, embed_dims)
             self.proposal_pos = nn.Embedding(num_proposals, embed_dims)
@@ -106,19 +93,72 @@ class BEVFormerHead(nn.Module):
         B = value.shape[0]
         query, query_pos, ref = self._queries(B, proposals)
         states, refs = self.transformer.decode(value, query, query_pos, ref, self.reg_branches, self.bev_h, self.bev_w)
-        all_cls, all_reg = [], []
-        r = self.pc_range
-        for lid in range(states.shape[0]):
-            cls = self.cls_branches[lid](states[lid])
-            t = self.reg_branches[lid](states[lid])
-            ref_l = refs[lid]
-            cx = (t[..., 0] + inverse_sigmoid(ref_l[..., 0])).sigmoid() * (r[3] - r[0]) + r[0]
-            cy = (t[..., 1] + inverse_sigmoid(ref_l[..., 1])).sigmoid() * (r[4] - r[1]) + r[1]
-            cz = (t[..., 4] + inverse_sigmoid(ref_l[..., 2])).sigmoid() * (r[5] - r[2]) + r[2]
-            reg = torch.cat([cx[..., None], cy[..., None], t[..., 2:4], cz[..., None], t[..., 5:]], -1)
-            all_cls.append(cls)
-            all_reg.append(reg)
-        return torch.stack(all_cls), torch.stack(all_reg)
+        return predict_layers(states, refs, self.cls_branches, self.reg_branches, self.pc_range)
+
+
+def build_branches(n_layers: int, embed_dims: int, num_classes: int, code_size: int = 10, num_reg_fcs: int = 2):
+    """Per-layer (unshared) cls branches [Linear-LN-ReLU]x2 + Linear (bias -log 99) and reg [Linear-ReLU]x2 + Linear."""
+    cls_branches, reg_branches = nn.ModuleList(), nn.ModuleList()
+    for _ in range(n_layers):
+        cls = []
+        for _ in range(num_reg_fcs):
+            cls += [nn.Linear(embed_dims, embed_dims), nn.LayerNorm(embed_dims), nn.ReLU(inplace=True)]
+        cls.append(nn.Linear(embed_dims, num_classes))
+        nn.init.constant_(cls[-1].bias, -math.log((1 - 0.01) / 0.01))  # bias_init_with_prob(0.01)
+        reg = []
+        for _ in range(num_reg_fcs):
+            reg += [nn.Linear(embed_dims, embed_dims), nn.ReLU()]
+        reg.append(nn.Linear(embed_dims, code_size))
+        cls_branches.append(nn.Sequential(*cls))
+        reg_branches.append(nn.Sequential(*reg))
+    return cls_branches, reg_branches
+
+
+def predict_layers(states, refs, cls_branches, reg_branches, pc_range):
+    """Per decoder layer: class logits and boxes; the centre uses the layer's input reference (spec §2.6)."""
+    all_cls, all_reg = [], []
+    r = pc_range
+    for lid in range(states.shape[0]):
+        cls = cls_branches[lid](states[lid])
+        t = reg_branches[lid](states[lid])
+        ref_l = refs[lid]
+        cx = (t[..., 0] + inverse_sigmoid(ref_l[..., 0])).sigmoid() * (r[3] - r[0]) + r[0]
+        cy = (t[..., 1] + inverse_sigmoid(ref_l[..., 1])).sigmoid() * (r[4] - r[1]) + r[1]
+        cz = (t[..., 4] + inverse_sigmoid(ref_l[..., 2])).sigmoid() * (r[5] - r[2]) + r[2]
+        all_cls.append(cls)
+        all_reg.append(torch.cat([cx[..., None], cy[..., None], t[..., 2:4], cz[..., None], t[..., 5:]], -1))
+    return torch.stack(all_cls), torch.stack(all_reg)
+
+
+class AuxBEVHead(nn.Module):
+    """Second BEV detection head on the same BEV features (paper Tab. 2 'BEV & BEV' control): its own queries,
+    reference points, decoder and branches; training-only auxiliary loss."""
+
+    def __init__(self, embed_dims: int, num_classes: int, num_query: int, decoder: dict, pc_range, bev_hw):
+        super().__init__()
+        from .transformer import DetectionTransformerDecoder
+
+        self.embed_dims, self.pc_range, self.bev_hw = embed_dims, tuple(pc_range), tuple(bev_hw)
+        self.query_embedding = nn.Embedding(num_query, embed_dims * 2)
+        self.reference_points = nn.Linear(embed_dims, 3)
+        self.decoder = DetectionTransformerDecoder(embed_dims=embed_dims, **decoder)
+        self.cls_branches, self.reg_branches = build_branches(len(self.decoder.layers), embed_dims, num_classes)
+        for p in self.decoder.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+        for m in self.decoder.modules():
+            if hasattr(m, "init_weights") and m is not self.decoder:
+                m.init_weights()
+        nn.init.xavier_uniform_(self.reference_points.weight)
+        nn.init.zeros_(self.reference_points.bias)
+
+    def decode(self, value):
+        B = value.shape[0]
+        pos, content = self.query_embedding.weight.split(self.embed_dims, dim=1)
+        ref = self.reference_points(pos).sigmoid()
+        pos, content, ref = (t[None].expand(B, -1, -1) for t in (pos, content, ref))
+        states, refs = self.decoder(content, pos, value, ref, self.reg_branches, self.bev_hw)
+        return predict_layers(states, refs, self.cls_branches, self.reg_branches, self.pc_range)
 
 
 def nms_free_decode(cls: torch.Tensor, reg: torch.Tensor, max_num: int = 300, post_center_range=POST_CENTER_RANGE):
@@ -140,7 +180,8 @@ class BEVFormerV2(nn.Module):
     def __init__(self, backbone: str = "tiny", pretrained: bool = False, tiny_channels=(16, 32, 64, 128),
                  embed_dims: int = 256, num_cams: int = 6, head: dict | None = None, perspective: bool = True,
                  dd3d_convs: int = 4, grid_mask: bool = True, fix_smooth_l1: bool = False,
-                 bev_nms_iou: float = 0.3, num_bev_levels: int = 4, temporal_mode: str = "reencode"):
+                 bev_nms_iou: float = 0.3, num_bev_levels: int = 4, temporal_mode: str = "reencode",
+                 aux_bev_head: bool = False):
         super().__init__()
         self.img_backbone = build_backbone(backbone, pretrained, tiny_channels)
         self.img_neck = FPN(self.img_backbone.out_channels, embed_dims, 5)
@@ -152,6 +193,10 @@ class BEVFormerV2(nn.Module):
         if perspective or self.two_stage:
             self.fcos3d_bbox_head = NuscenesDD3D(embed_dims, self.pts_bbox_head.num_classes, dd3d_convs, self.strides)
         self.grid_mask = GridMask() if grid_mask else None
+        if aux_bev_head:  # 'BEV & BEV' control (paper Tab. 2)
+            h = self.pts_bbox_head
+            dec = dict((head.get("transformer") or {}).get("decoder") or {})
+            self.aux_bbox_head = AuxBEVHead(embed_dims, h.num_classes, h.num_query, dec, h.pc_range, (h.bev_h, h.bev_w))
         self.fix_smooth_l1, self.bev_nms_iou, self.num_bev_levels = fix_smooth_l1, bev_nms_iou, num_bev_levels
         self.num_cams = num_cams
         if temporal_mode not in ("reencode", "warp"):
@@ -279,15 +324,19 @@ class BEVFormerV2(nn.Module):
         return results
 
     def forward(self, batch: dict):
-        """Training: dict(all_cls, all_reg, dd3d); eval: per sample (boxes (n, 9), scores, labels)."""
-        all_cls, all_reg, dd3d_out = self.forward_raw(batch)
+        """Training: dict(all_cls, all_reg, dd3d[, aux_cls, aux_reg]); eval: per sample (boxes (n, 9), scores,
+        labels)."""
+        all_cls, all_reg, dd3d_out, value = self.forward_raw(batch)
         if self.training:
-            return dict(all_cls=all_cls, all_reg=all_reg, dd3d=dd3d_out)
+            out = dict(all_cls=all_cls, all_reg=all_reg, dd3d=dd3d_out)
+            if hasattr(self, "aux_bbox_head"):
+                out["aux_cls"], out["aux_reg"] = self.aux_bbox_head.decode(value)
+            return out
         Qg = self.pts_bbox_head.num_query + (self.pts_bbox_head.num_proposals if self.two_stage else 0)
         return [nms_free_decode(all_cls[-1, b, :Qg], all_reg[-1, b, :Qg]) for b in range(all_cls.shape[1])]
 
     def forward_raw(self, batch: dict):
-        """-> all_cls (L, B, Q, K), all_reg (L, B, Q, 10), DD3D outputs (or None)."""
+        """-> all_cls (L, B, Q, K), all_reg (L, B, Q, 10), DD3D outputs (or None), decoder value (B, HW, C)."""
         imgs = batch["imgs"]  # (B, T, N, 3, H, W)
         T = imgs.shape[1]
         history = self._history_bevs(batch) if T > 1 else []
@@ -301,4 +350,4 @@ class BEVFormerV2(nn.Module):
             dd3d_out = self.fcos3d_bbox_head([f.flatten(0, 1) for f in feats])
         props = self.proposals(dd3d_out, batch) if self.two_stage else None
         all_cls, all_reg = self.pts_bbox_head.decode(value, props)
-        return all_cls, all_reg, dd3d_out
+        return all_cls, all_reg, dd3d_out, value
