@@ -72,7 +72,7 @@ class TimmBackbone(nn.Module):
 
         probe = timm.create_model(name, pretrained=False, features_only=True)
         reductions = probe.feature_info.reduction()
-        idx = [reductions.index(s) for s in (8, 16, 32)]
+        idx = [probe.feature_info.out_indices[reductions.index(s)] for s in (8, 16, 32)]  # timm's own indices
         self.body = timm.create_model(name, pretrained=pretrained, features_only=True, out_indices=idx)
         self.out_channels = self.body.feature_info.channels()
 
