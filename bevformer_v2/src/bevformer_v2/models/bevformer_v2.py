@@ -17,7 +17,8 @@ from ..data.constants import PC_RANGE, POST_CENTER_RANGE
 from .backbone import FPN, GridMask, build_backbone
 from .bev_nms import rotated_bev_nms
 from .dd3d import NuscenesDD3D, dd3d_inference
-from .transformer import PerceptionTransformerV2, bda_warp, ego_motion_warp, inverse_sigmoid
+from .transformer import (DetectionTransformerDecoder, PerceptionTransformerV2, bda_warp, ego_motion_warp,
+                          inverse_sigmoid)
 
 
 class LearnedPositionalEncoding(nn.Module):
@@ -136,8 +137,6 @@ class AuxBEVHead(nn.Module):
 
     def __init__(self, embed_dims: int, num_classes: int, num_query: int, decoder: dict, pc_range, bev_hw):
         super().__init__()
-        from .transformer import DetectionTransformerDecoder
-
         self.embed_dims, self.pc_range, self.bev_hw = embed_dims, tuple(pc_range), tuple(bev_hw)
         self.query_embedding = nn.Embedding(num_query, embed_dims * 2)
         self.reference_points = nn.Linear(embed_dims, 3)
@@ -200,7 +199,8 @@ class BEVFormerV2(nn.Module):
         self.fix_smooth_l1, self.bev_nms_iou, self.num_bev_levels = fix_smooth_l1, bev_nms_iou, num_bev_levels
         self.num_cams = num_cams
         if temporal_mode not in ("reencode", "warp"):
-            raise ValueError(f"unknown temporal_mode {temporal_mode!r}; use 'reencode' (official code) or 'warp' (paper)")
+            raise ValueError(f"unknown temporal_mode {temporal_mode!r}; use 'reencode' (official code) or "
+                             "'warp' (paper)")
         self.temporal_mode = temporal_mode
 
     def extract_feat(self, imgs: torch.Tensor, flip: torch.Tensor, use_grid_mask: bool) -> list:
