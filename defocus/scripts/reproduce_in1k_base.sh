@@ -8,6 +8,6 @@ torchrun --nnodes="${NNODES:-4}" --nproc_per_node="${GPUS:-8}" --node_rank="${NO
   --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${MASTER_PORT:-29500}" \
   --no-python defocus-train experiment=in1k_base data.root="$DATA" hydra.run.dir="${OUT:-outputs/in1k_base}"
 # Evaluate (raw or EMA weights):
-#   defocus-eval experiment=in1k_base data.root=$DATA eval.checkpoint=outputs/in1k_base/checkpoints/ckpt_XXXXXXXX.pt [eval.use_ema=true]
+#   defocus-eval experiment=in1k_base data.root=$DATA eval.checkpoint=outputs/in1k_base/checkpoints/ckpt_<step>.pt [eval.use_ema=true]
 # Official released checkpoint:
 #   defocus-eval experiment=in1k_base data.root=$DATA eval.official=true eval.checkpoint=defocus_mamba_base_cls.pth
