@@ -1,6 +1,7 @@
 """DDP (gloo, 2 processes) reaches the same weights as one process with the same global batch."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,10 @@ def test_ddp_two_ranks_equal_single_process(tmp_path):
     worker = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(worker)
     worker.main(tmp_path / "single.pt")  # single process, in this interpreter
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29617",
+    with socket.socket() as sock:  # a free port: other test suites may run torchrun on this machine too
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
                     str(WORKER), str(tmp_path / "ddp.pt")], check=True, env=ENV, timeout=300)
     single, ddp = torch.load(tmp_path / "single.pt"), torch.load(tmp_path / "ddp.pt")
     torch.manual_seed(0)
