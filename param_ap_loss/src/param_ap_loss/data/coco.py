@@ -1,0 +1,117 @@
+"""COCO-format detection data through pycocotools (COCO 2017, search splits, embedded shapes).
+
+Labels are contiguous 0..K-1 in sorted category-id order (no background index); ``cat_ids`` maps
+them back for COCOeval. Crowd boxes and boxes under 1 px are dropped in training (mmdet ignores
+crowd boxes with ``ignore_iof_thr=-1``); training skips images without boxes (``filter_empty_gt``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import torch
+from PIL import Image
+from pycocotools.coco import COCO
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2 as T
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+
+
+def build_transforms(kind: str, train_size: int = 512):
+    """``ssd512``: the SSD-style 512x512 training augmentation (spec §3.7); ``flip``: flip only;
+    ``none``: tensor conversion only (the model resizes at test time)."""
+    to_float = [T.ToImage(), T.ToDtype(torch.float32, scale=True)]
+    if kind == "none":
+        return T.Compose(to_float)
+    if kind == "flip":
+        return T.Compose([T.ToImage(), T.RandomHorizontalFlip(0.5), T.ToDtype(torch.float32, scale=True)])
+    if kind == "ssd512":
+        fill = {tv_tensors.Image: [int(255 * m) for m in IMAGENET_MEAN], "others": 0}
+        return T.Compose([
+            T.ToImage(),
+            T.RandomPhotometricDistort(brightness=(0.875, 1.125), contrast=(0.5, 1.5), saturation=(0.5, 1.5),
+                                       hue=(-0.05, 0.05), p=0.5),
+            T.RandomZoomOut(fill=fill, side_range=(1.0, 4.0), p=0.5),
+            T.RandomIoUCrop(min_scale=0.3, sampler_options=[0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0]),
+            T.Resize((train_size, train_size), antialias=True),
+            T.RandomHorizontalFlip(0.5),
+            T.SanitizeBoundingBoxes(min_size=1),
+            T.ToDtype(torch.float32, scale=True),
+        ])
+    raise ValueError(f"unknown transform {kind!r}; use 'ssd512', 'flip' or 'none'")
+
+
+class CocoDetection(Dataset):
+    """Images + boxes of a COCO instances file.
+
+    Item: image (3, H, W) float in [0, 1], target {boxes (n, 4) xyxy, labels (n,) 0..K-1, image_id ()}.
+    """
+
+    def __init__(self, image_dir: str | Path, ann_file: str | Path, transforms=None, train: bool = False):
+        image_dir, ann_file = Path(image_dir), Path(ann_file)
+        if not ann_file.is_file():
+            raise FileNotFoundError(f"COCO annotation file {ann_file} not found; expected the COCO layout "
+                                    "<root>/annotations/instances_<split>.json with images in <root>/<split>/")
+        if not image_dir.is_dir():
+            raise FileNotFoundError(f"image folder {image_dir} not found")
+        self.image_dir, self.transforms, self.train = image_dir, transforms, train
+        self.coco = COCO(str(ann_file))
+        self.cat_ids = sorted(self.coco.getCatIds())
+        self.cat_to_label = {c: i for i, c in enumerate(self.cat_ids)}
+        ids = sorted(self.coco.getImgIds())
+        if train:
+            ids = [i for i in ids if any(not a.get("iscrowd", 0) and a["bbox"][2] >= 1 and a["bbox"][3] >= 1
+                                         for a in self.coco.loadAnns(self.coco.getAnnIds(imgIds=i)))]
+        self.ids = ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, idx: int):
+        img_id = self.ids[idx]
+        info = self.coco.loadImgs(img_id)[0]
+        image = Image.open(self.image_dir / info["file_name"]).convert("RGB")
+        anns = [a for a in self.coco.loadAnns(self.coco.getAnnIds(imgIds=img_id))
+                if not a.get("iscrowd", 0) and a["bbox"][2] >= 1 and a["bbox"][3] >= 1]
+        boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                              for a in anns], dtype=torch.float32).reshape(-1, 4)
+        labels = torch.tensor([self.cat_to_label[a["category_id"]] for a in anns], dtype=torch.int64)
+        target = {"boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(info["height"], info["width"])),
+                  "labels": labels}
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        return image, {"boxes": target["boxes"].as_subclass(torch.Tensor).float(), "labels": target["labels"],
+                       "image_id": torch.tensor(img_id)}
+
+
+def collate(batch):
+    """List of (image, target) -> (list of images, list of targets)."""
+    images, targets = zip(*batch)
+    return list(images), list(targets)
+
+
+def make_search_split(ann_file: str | Path, out_dir: str | Path, num_val: int = 5000, seed: int = 0,
+                      prefix: str = "search") -> tuple[Path, Path]:
+    """Deterministic random split of a COCO train file into ``<prefix>_train2017.json`` /
+    ``<prefix>_val2017.json`` (the official search split is unpublished; spec §4)."""
+    data = json.loads(Path(ann_file).read_text())
+    ids = sorted(im["id"] for im in data["images"])
+    if num_val >= len(ids):
+        raise ValueError(f"num_val={num_val} must be smaller than the {len(ids)} images of {ann_file}")
+    rng = random.Random(seed)
+    val = set(rng.sample(ids, num_val))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, keep in (("train", lambda i: i not in val), ("val", lambda i: i in val)):
+        sub = dict(data)
+        sub["images"] = [im for im in data["images"] if keep(im["id"])]
+        sub["annotations"] = [a for a in data["annotations"] if keep(a["image_id"])]
+        path = out_dir / f"{prefix}_{name}2017.json"
+        path.write_text(json.dumps(sub))
+        paths.append(path)
+    return paths[0], paths[1]
