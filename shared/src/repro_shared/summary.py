@@ -29,6 +29,7 @@ def summarize(run_dirs: list[Path], max_metrics: int = 8) -> tuple[str, bool]:
             continue
         metrics = json.loads(path.read_text())
         scalars = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float))]
+        scalars.sort(key=lambda kv: "/" in kv[0])  # headline metrics before per-class ones ("AP/car")
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in scalars[:max_metrics])
         more = f" (+{len(scalars) - max_metrics} more in {path})" if len(scalars) > max_metrics else ""
         rows.append(f"| {d.name} | ok | {shown}{more} |")
