@@ -339,16 +339,58 @@ def extract_state_dict(obj: Any) -> dict[str, torch.Tensor]:
     return obj
 
 
-def load_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load an external weights file (e.g. officially released) as a flat tensor dict, safely."""
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+class UntrustedCheckpointError(CheckpointError):
+    """An external file holds pickled objects that weights-only loading refuses (it could run code)."""
+
+
+def load_external(path: str | os.PathLike, *, trust: bool = False, safe_globals: Iterable[Any] = (),
+                  map_location: str | torch.device = "cpu") -> Any:
+    """Load a file that comes from outside this run (released weights, a download) without running code.
+
+    Uses ``torch.load(weights_only=True)``; the types in ``safe_globals`` (for example
+    ``argparse.Namespace`` in an official container) are allowed in addition to tensors and plain
+    containers. With ``trust=True`` the file is unpickled in full: only for files whose source you trust.
+
+    Raises:
+        CheckpointError: the file is missing or cannot be read (truncated, corrupt, not a torch file).
+        UntrustedCheckpointError: the file holds a pickled type that is not allowed; the message names the
+            file, the refused type and the explicit opt-in (``trust_checkpoint=true``).
+    """
+    import pickle
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights file {path} does not exist")
+    if trust:
+        from .logging import get_logger
+
+        get_logger("repro_shared.checkpoint").warning(
+            "loading %s with full pickle (trust_checkpoint=true): it can run code on load", path)
+        return torch.load(path, map_location=map_location, weights_only=False)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
+        with torch.serialization.safe_globals(list(safe_globals)):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        m = _REFUSED_GLOBAL.search(str(e))
+        refused = m.group(1) if m else "an unsupported object"
+        raise UntrustedCheckpointError(
+            f"{path} holds a pickled {refused}, which weights-only loading refuses because unpickling it can run "
+            "code. If you trust the source of this file, load it with trust_checkpoint=true; otherwise get a "
+            "weights-only copy of it") from e
+    except Exception as e:  # noqa: BLE001 - any other failure means the file is unreadable
         raise CheckpointError(f"weights file {path} cannot be read (truncated, corrupt or not a torch file): {e}") from e
-    return extract_state_dict(obj)
+
+
+def load_weights_file(path: str | os.PathLike, *, trust: bool = False,
+                      safe_globals: Iterable[Any] = ()) -> dict[str, torch.Tensor]:
+    """Load an external weights file (e.g. officially released) as a flat tensor dict, safely.
+
+    See :func:`load_external` for ``trust`` / ``safe_globals`` and the errors raised.
+    """
+    return extract_state_dict(load_external(path, trust=trust, safe_globals=safe_globals))
 
 
 def remap_keys(

@@ -98,6 +98,41 @@ def setup_run(cfg: Any, *, name: str | None = None) -> RunContext:
     return RunContext(out_dir=out_dir, device=device, dist=info, log=log, metrics=MetricsWriter(out_dir))
 
 
+def check_required_init(init: Any, *, key: str = "init") -> Path | None:
+    """Refuse to start a paper-row run whose initial weights are missing; call it before building anything.
+
+    ``init`` is the config node ``{required, path, source, converter}``: ``required`` says the row needs
+    initial weights (e.g. an ImageNet- or COCO-pretrained backbone), ``path`` where the file is expected,
+    ``source`` where to get it and ``converter`` the command that turns it into our format. Tiny / demo
+    configs set ``required: false`` (or have no ``init`` node) and start from random weights.
+
+    Returns:
+        The path of the weights file, or None when none is configured and none is required.
+
+    Raises:
+        FileNotFoundError: ``required`` is true and ``path`` is unset or not a file; the message says which
+            file, where to get it and which converter to run.
+    """
+    from omegaconf import OmegaConf
+
+    if init is None:
+        return None
+    get = (lambda k: OmegaConf.select(init, k, default=None)) if OmegaConf.is_config(init) else init.get
+    path = get("path")
+    if path and Path(str(path)).expanduser().is_file():
+        return Path(str(path)).expanduser()
+    if not get("required"):
+        if path:
+            raise FileNotFoundError(f"{key}.path={path!r} does not exist")
+        return None
+    where = f" Get it from {get('source')}." if get("source") else ""
+    conv = f" Convert it with `{get('converter')}`." if get("converter") else ""
+    raise FileNotFoundError(
+        f"this experiment starts from pretrained weights, but {key}.path={path!r} is "
+        f"{'not set' if not path else 'not a file'}.{where}{conv} Then pass {key}.path=/path/to/weights "
+        f"(or {key}.required=false to train from random weights, which will not reproduce the paper)")
+
+
 def write_metrics(out_dir: str | os.PathLike, metrics: Mapping[str, Any], filename: str = "metrics.json") -> Path:
     """Atomically write the run's final evaluation results as JSON (rank 0 only)."""
     path = Path(out_dir) / filename
