@@ -1,6 +1,7 @@
 # One venv for the whole monorepo; packages are discovered (every folder with a pyproject.toml).
 #   make demo        set up if needed, run every package's main entry point on its embedded data, print a summary
 #   make test        set up if needed, run every package's default pytest suite (not slow)
+#   make gpu-check   on a machine with CUDA: every package's `gpu` tests and benchmarks/gpu_check.py, one line each
 #   make demo-<pkg> / test-<pkg> / test-slow / bench / clean
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
@@ -12,10 +13,12 @@ PACKAGES := $(sort $(patsubst %/pyproject.toml,%,$(filter-out shared/pyproject.t
 SUITES := shared $(PACKAGES)
 STAMP := $(VENV)/.installed
 DEMO_DIR := $(CURDIR)/.demo
+GPU_DIR := $(CURDIR)/.gpu-check
+GPU_PKG_TIMEOUT ?= 150
 # the console command that `make demo` runs for a package: [tool.repro] demo in its pyproject.toml
 demo_cmd = $$($(BIN)/python -c "import sys,tomllib; print(tomllib.load(open('$(1)/pyproject.toml','rb'))['tool']['repro']['demo'])")
 
-.PHONY: setup demo test test-slow bench clean $(addprefix demo-,$(PACKAGES)) $(addprefix test-,$(SUITES))
+.PHONY: setup demo test test-slow bench gpu-check clean $(addprefix demo-,$(PACKAGES)) $(addprefix test-,$(SUITES))
 
 setup: $(STAMP)
 
@@ -73,6 +76,12 @@ bench: setup
 		echo "== $$f"; $(BIN)/python $$f || exit 1; \
 	done
 
+# One call for a session that is lent a GPU: per package, the `gpu`-marked tests, then its device-check script
+# (CUDA paths vs their references, forward and backward, then its GPU benchmarks); logs in .gpu-check/<pkg>.log.
+gpu-check: setup
+	@$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu-check needs CUDA: no GPU is visible here (CI skips the gpu tests)')"
+	@rm -rf $(GPU_DIR); mkdir -p $(GPU_DIR); failed=""; total=$$SECONDS; 	for p in $(SUITES); do 		start=$$SECONDS; log=$(GPU_DIR)/$$p.log; 		(cd $$p && timeout $(GPU_PKG_TIMEOUT) $(BIN)/python -m pytest tests -m gpu -q -p no:cacheprovider) > $$log 2>&1; rc=$$?; 		case $$rc in 0) t=passed;; 5) t=none;; *) t="FAILED(rc=$$rc)"; failed="$$failed $$p";; esac; 		b=none; if [ -f $$p/benchmarks/gpu_check.py ]; then 			echo "== $$p/benchmarks/gpu_check.py" >> $$log; 			if (cd $$p && timeout $(GPU_PKG_TIMEOUT) $(BIN)/python benchmarks/gpu_check.py) >> $$log 2>&1; then b=passed; 			else b=FAILED; failed="$$failed $$p"; fi; fi; 		echo "$$p: gpu tests $$t | gpu_check $$b | $$((SECONDS - start)) s | $$(grep -c '^{' $$log) JSON lines (log: .gpu-check/$$p.log)"; 	done; 	echo "gpu-check: $$((SECONDS - total)) s"; if [ -n "$$failed" ]; then echo "FAILED:$$failed"; exit 1; fi
+
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) outputs multirun
+	rm -rf $(VENV) $(DEMO_DIR) $(GPU_DIR) outputs multirun
 	find . -name __pycache__ -type d -prune -exec rm -rf {} + ; find . -name "*.egg-info" -type d -prune -exec rm -rf {} +
