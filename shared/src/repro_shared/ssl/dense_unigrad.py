@@ -1,0 +1,96 @@
+"""The dense UniGrad-form loss of SiameseIM (spec sim.md section 3.1), used as it is by M3I.
+
+For ``M`` rows (all tokens of the local batch) of predictions ``P`` and already-normalised targets ``T``
+(``M x D``; the caller applies the target LayerNorm)::
+
+    pos = (1/M) sum_m ||p_m - t_m||^2                 squared L2 summed over channels, mean over rows
+    F   = mean over ranks of (T^T T / M)              D x D target correlation, no gradient
+    neg = (1/M) sum_m p_m^T F p_m
+    L   = (pos + lambda * neg) / D                    lambda = 0.02 in SiameseIM
+
+so that ``dL/dp_m = 2/(M D) [(p_m - t_m) + lambda F p_m]``: a pull to the target plus UniGrad's
+decorrelation push, with ``F`` a memory-free stand-in for negatives.
+
+The official code forms the ``M x M`` matrix ``P F P^T`` and takes its diagonal (``O(M^2)`` memory: 2.5 GB at
+``M = 128 * 196``); here ``neg`` is the row-wise ``((P F) * P).sum(-1).mean()``, ``O(M D)`` memory and
+``O(M D^2)`` time, equal up to float rounding. Everything runs in float32 with autocast off. ``F`` is
+all-reduced (sum / world size) only when a process group is initialised with more than one rank, so the
+loss also works in a single process (the official one crashes without ``torch.distributed``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.distributed as tdist
+
+__all__ = ["UniGradTerms", "target_correlation", "dense_unigrad_terms", "dense_unigrad_loss"]
+
+
+class UniGradTerms(NamedTuple):
+    """The loss and its parts: ``loss = (pos + neg_weight * neg) / D`` (scalars), ``correlation`` ``F`` (D, D)."""
+
+    loss: torch.Tensor
+    pos: torch.Tensor
+    neg: torch.Tensor
+    correlation: torch.Tensor
+
+
+def _autocast_device(t: torch.Tensor) -> str:
+    return t.device.type if t.device.type in ("cuda", "cpu", "xpu") else "cpu"
+
+
+def target_correlation(target: torch.Tensor, *, all_reduce: bool = True) -> torch.Tensor:
+    """``F = T^T T / M``, float32 ``(D, D)``, averaged over ranks under an initialised process group.
+
+    Args:
+        target: ``(..., D)``; all leading dimensions are flattened into ``M`` rows. Not differentiated.
+        all_reduce: average over the ranks of the default group (when initialised and world size > 1).
+            Every rank must hold the same ``M`` for this to be the global ``T^T T / M_total``, as in the
+            official code (``drop_last`` batches).
+    """
+    with torch.autocast(device_type=_autocast_device(target), enabled=False):
+        t = target.detach().reshape(-1, target.shape[-1]).float()
+        corr = t.T @ t / t.shape[0]
+    if all_reduce and tdist.is_available() and tdist.is_initialized() and tdist.get_world_size() > 1:
+        tdist.all_reduce(corr)
+        corr = corr / tdist.get_world_size()
+    return corr
+
+
+def dense_unigrad_terms(pred: torch.Tensor, target: torch.Tensor, neg_weight: float = 0.02, *,
+                        all_reduce: bool = True) -> UniGradTerms:
+    """The dense UniGrad loss and its parts (module docstring), row-wise, float32.
+
+    Args:
+        pred: ``(..., D)`` predictions (e.g. ``(B, N, D)``); differentiable.
+        target: same shape as ``pred``; normalised targets (SiameseIM: LayerNorm without affine, eps 1e-5);
+            no gradient flows into it.
+        neg_weight: ``lambda``, the weight of the decorrelation term (0 gives plain normalised L2).
+        all_reduce: average ``F`` over ranks (see :func:`target_correlation`).
+
+    Returns:
+        :class:`UniGradTerms` ``(loss, pos, neg, correlation)``.
+
+    Raises:
+        ValueError: ``pred`` and ``target`` differ in shape, or hold no rows.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must have the same shape")
+    if pred.numel() == 0:
+        raise ValueError("the dense UniGrad loss needs at least one row")
+    corr = target_correlation(target, all_reduce=all_reduce)
+    with torch.autocast(device_type=_autocast_device(pred), enabled=False):
+        p = pred.reshape(-1, pred.shape[-1]).float()
+        t = target.detach().reshape(-1, target.shape[-1]).float()
+        pos = (p - t).pow(2).sum(-1).mean()
+        neg = ((p @ corr) * p).sum(-1).mean()
+        loss = (pos + neg_weight * neg) / p.shape[-1]
+    return UniGradTerms(loss, pos, neg, corr)
+
+
+def dense_unigrad_loss(pred: torch.Tensor, target: torch.Tensor, neg_weight: float = 0.02, *,
+                       all_reduce: bool = True) -> torch.Tensor:
+    """The scalar loss of :func:`dense_unigrad_terms` (float32)."""
+    return dense_unigrad_terms(pred, target, neg_weight, all_reduce=all_reduce).loss
