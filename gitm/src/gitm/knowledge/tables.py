@@ -46,6 +46,20 @@ CANONICAL_INGREDIENT = {"stone_slab": "cobblestone", "cobblestone_wall": "cobble
                         "wooden_button": "planks", "dye": "red_flower", "stonebrick": "stone"}
 
 
+TOOL_TIERS = ("wooden", "golden", "stone", "iron", "diamond")
+TOOL_KINDS = ("pickaxe", "axe", "shovel", "sword", "hoe")
+
+
+def equivalent_tools(tool: str) -> list[str]:
+    """``tool`` and the same kind of tool of an equal or better tier (a stone_pickaxe does what a
+    wooden_pickaxe does); for anything that is not a tiered tool, just ``[tool]``. Gold counts as wood."""
+    tier, _, kind = tool.partition("_")
+    if tier not in TOOL_TIERS or kind not in TOOL_KINDS:
+        return [tool]
+    rank = {"wooden": 0, "golden": 0, "stone": 1, "iron": 2, "diamond": 3}
+    return [f"{t}_{kind}" for t in TOOL_TIERS if rank[t] >= rank[tier]]
+
+
 @dataclass(frozen=True)
 class Source:
     """One way to obtain an item.
