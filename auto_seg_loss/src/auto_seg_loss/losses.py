@@ -279,4 +279,8 @@ class AutoSegLoss(nn.Module):
         return SURROGATES[self.metric](probs, y, valid, *self.curves, **kwargs)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """``loss_weight * (1 - surrogate)``; half-precision logits are upcast first (the loss runs in float32,
+        as mmcv's ``force_fp32`` on the official heads' losses under mixed precision)."""
+        if logits.dtype in (torch.float16, torch.bfloat16):
+            logits = logits.float()
         return self.loss_weight * (1.0 - self.surrogate(F.softmax(logits, dim=1), labels))

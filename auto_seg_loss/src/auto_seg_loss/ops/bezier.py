@@ -28,6 +28,9 @@ theta in [0, 1]^D to monotone control points, and :func:`identity_theta`.
 
 from __future__ import annotations
 
+import math
+from typing import NamedTuple
+
 import torch
 
 
@@ -94,48 +97,124 @@ def bezier_select(x: torch.Tensor, ctrl: torch.Tensor) -> torch.Tensor:
     return one_t * one_t * y0[idx] + 2 * t * one_t * y1[idx] + t * t * y2[idx]
 
 
-class BezierLUT(torch.autograd.Function):
-    """Linear interpolation in a table of h on ``bins + 1`` uniform nodes of [0, 1].
+class LUTLayout(NamedTuple):
+    """Where each Bezier piece lives in a lookup table (see :func:`build_lut`).
 
-    forward(x, table) -> y, backward: dy/dx = slope of the interpolating segment (no grad to the table).
+    bins: B, grid spacing 1/B. junctions: the piece ends e_1 < ... < e_{n-1} inside (0, 1).
+    shifts: per junction, the change of the table offset c_j - c_{j-1} (integers): an element x of piece j
+    sits at table position u = x * B + c_j.
+    """
+
+    bins: int
+    junctions: tuple[float, ...]
+    shifts: tuple[float, ...]
+
+
+_LUT_MARGIN = 1.0  # grid nodes each piece's table extends past its junctions (>> float rounding of x * B + c)
+
+
+def build_lut(ctrl: torch.Tensor, bins: int = 1 << 16) -> tuple[torch.Tensor, torch.Tensor, LUTLayout]:
+    """Tabulate h for :class:`BezierLUT` without ever interpolating across a piece junction.
+
+    Every piece j gets its own run of nodes g / B of the uniform grid, from (at least ``_LUT_MARGIN``
+    nodes) before its start to (at least ``_LUT_MARGIN`` nodes) after its end; the runs are concatenated.
+    Nodes inside the piece hold h exactly (float64, the stable root of :func:`bezier_select`); nodes
+    outside it continue the chord of the piece's partial bin at that end, so on each side of a junction
+    the interpolant is the piece's own (next to a junction: the chord of that piece over the sub-bin).
+    x = 0 and x = 1 are nodes of the first / last run, so h(0) = 0 and h(1) = 1 stay exact.
+
+    Returns:
+        values: (T,) float64 h at the nodes; steps: (T,) float64 value increment of the bin starting at
+        each node (the increment of the bin before it for the last node of a run); layout: :class:`LUTLayout`.
+    """
+    ctrl = ctrl.detach().to(torch.float64).cpu()
+    pts = _points(ctrl)
+    ends = pts[0::2, 0].tolist()  # e_0 = 0, e_1, ..., e_n = 1
+    n = len(ends) - 1
+    values, steps, offsets = [], [], []
+    size = 0
+    for j in range(n):
+        lo_e, hi_e = ends[j], ends[j + 1]
+        first = 0 if j == 0 else math.floor(lo_e * bins - _LUT_MARGIN)
+        last = bins if j == n - 1 else math.ceil(hi_e * bins + _LUT_MARGIN)
+        g = torch.arange(first, last + 1, dtype=torch.float64) / bins
+        y = _piece_values(g.clamp(lo_e, hi_e), pts, j)
+        inner = g[(g > lo_e) & (g < hi_e)]
+        left, right = g < lo_e, g > hi_e
+        if bool(left.any()):  # chord from (e_j, h(e_j)) to the first node inside the piece, extended left
+            xb = float(inner[0]) if inner.numel() else hi_e
+            ya, yb = _piece_values(torch.tensor([lo_e, xb], dtype=torch.float64), pts, j).tolist()
+            y[left] = ya + (yb - ya) / (xb - lo_e) * (g[left] - lo_e)
+        if bool(right.any()):  # chord from the last node inside the piece to (e_{j+1}, h(e_{j+1})), extended right
+            xa = float(inner[-1]) if inner.numel() else lo_e
+            ya, yb = _piece_values(torch.tensor([xa, hi_e], dtype=torch.float64), pts, j).tolist()
+            y[right] = yb + (yb - ya) / (hi_e - xa) * (g[right] - hi_e)
+        step = torch.cat([y.diff(), y.diff()[-1:]])
+        offsets.append(size - first)  # table position of x in this piece: x * B + offset
+        values.append(y)
+        steps.append(step)
+        size += len(g)
+    shifts = tuple(float(b - a) for a, b in zip(offsets[:-1], offsets[1:]))
+    return torch.cat(values), torch.cat(steps), LUTLayout(int(bins), tuple(ends[1:-1]), shifts)
+
+
+def _piece_values(x: torch.Tensor, pts: torch.Tensor, j: int) -> torch.Tensor:
+    """h on piece j for x inside [x_{2j}, x_{2j+2}] (float64), with the stable root of :func:`bezier_select`."""
+    (x0, y0), (x1, y1), (x2, y2) = pts[2 * j].tolist(), pts[2 * j + 1].tolist(), pts[2 * j + 2].tolist()
+    a = torch.tensor((x1 - x0) / (x2 - x0), dtype=torch.float64)
+    t = _solve_t_stable(a, (x - x0) / (x2 - x0))
+    return (1 - t) ** 2 * y0 + 2 * t * (1 - t) * y1 + t * t * y2
+
+
+class BezierLUT(torch.autograd.Function):
+    """Linear interpolation in tables built by :func:`build_lut`; two gathers per element.
+
+    forward(x, values, steps, layout) -> y. An element x (clamped to [0, 1]) of piece j (decided by
+    x > e_j in x's dtype, as :func:`bezier_select` decides) is looked up at u = x * B + c_j, inside piece
+    j's own run of nodes, so no bin mixes two pieces; x * B is exact (B a power of two), c_j a small
+    integer. y = values[i] + steps[i] * (u - i) with i = floor(u).
+    backward: dy/dx = steps[i] * B, the slope of the interpolating segment (no gradient to the tables).
+    x: any shape, float32/float64 (half precision is computed in float32 by :class:`BezierCurve`);
+    values, steps: (T,) on x's device in x's dtype.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        bins = table.numel() - 1
-        u = x.clamp(0.0, 1.0) * bins
-        i = u.floor().clamp_(max=bins - 1).long()
-        lo = table[i]
-        slope = table[i + 1] - lo
-        ctx.save_for_backward(slope)
-        ctx.bins = bins
-        return torch.addcmul(lo, slope, u - i)
+    def forward(ctx, x: torch.Tensor, values: torch.Tensor, steps: torch.Tensor, layout: LUTLayout) -> torch.Tensor:
+        g = x.clamp(0.0, 1.0) * layout.bins  # exact; g > e * B  <=>  x > e in x's dtype
+        u = g
+        for e, shift in zip(layout.junctions, layout.shifts):
+            u = u + (g > e * layout.bins) * shift if u is g else u.add_(g > e * layout.bins, alpha=shift)
+        i = u.floor().clamp_(max=values.numel() - 1).long()
+        step = steps[i]
+        ctx.save_for_backward(step)
+        ctx.bins = layout.bins
+        return torch.addcmul(values[i], step, u - i)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (slope,) = ctx.saved_tensors
-        return grad * slope * ctx.bins, None
-
-
-def bezier_table(ctrl: torch.Tensor, bins: int = 1 << 16, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """(bins + 1,) values of h on the grid k / bins, computed exactly in float64."""
-    grid = torch.linspace(0.0, 1.0, bins + 1, dtype=dtype, device=ctrl.device)
-    with torch.no_grad():
-        return bezier_select(grid, ctrl.detach().to(dtype))
+        (step,) = ctx.saved_tensors
+        return grad * step * ctx.bins, None, None, None
 
 
 def bezier_lut(x: torch.Tensor, ctrl: torch.Tensor, bins: int = 1 << 16) -> torch.Tensor:
-    """h(x) by table lookup (builds the table each call; cache it with :class:`BezierCurve`)."""
-    return BezierLUT.apply(x, bezier_table(ctrl, bins).to(x.dtype))
+    """h(x) by table lookup (builds the tables each call; cache them with :class:`BezierCurve`)."""
+    values, steps, layout = build_lut(ctrl, bins)
+    return BezierLUT.apply(x, values.to(device=x.device, dtype=x.dtype), steps.to(device=x.device, dtype=x.dtype),
+                           layout)
 
 
 class BezierCurve(torch.nn.Module):
     """A fixed curve h (buffers only) with a selectable implementation.
 
+    The control points and the lookup table are registered buffers (they move with ``.to(device)``)
+    and are in addition moved to the input's device and dtype at use, so a curve that was not moved
+    still works on a CUDA input. Half-precision inputs are evaluated in float32 and returned in their
+    own dtype.
+
     Args:
         ctrl: (2(2n-1),) interior control points.
         impl: ``"reference"`` | ``"select"`` | ``"lut"``.
-        lut_bins: table resolution for ``"lut"``.
+        lut_bins: table resolution for ``"lut"`` (grid spacing 1 / lut_bins; a power of two).
     """
 
     IMPLS = ("reference", "select", "lut")
@@ -144,19 +223,26 @@ class BezierCurve(torch.nn.Module):
         super().__init__()
         if impl not in self.IMPLS:
             raise ValueError(f"unknown bezier impl {impl!r}; choose one of {self.IMPLS}")
+        if lut_bins < 2 or lut_bins & (lut_bins - 1):
+            raise ValueError(f"lut_bins must be a power of two >= 2 (x * bins must be exact), got {lut_bins}")
         ctrl = torch.as_tensor(ctrl, dtype=torch.float64).flatten()
         _points(ctrl)
         check_monotone(ctrl)
         self.impl = impl
         self.register_buffer("ctrl", ctrl)
-        self.register_buffer("table", bezier_table(ctrl, lut_bins) if impl == "lut" else torch.empty(0), persistent=False)
+        values, steps, self.layout = build_lut(ctrl, lut_bins) if impl == "lut" else (torch.empty(0),) * 2 + (None,)
+        self.register_buffer("values", values, persistent=False)
+        self.register_buffer("steps", steps, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype in (torch.float16, torch.bfloat16):
+            return self.forward(x.float()).to(x.dtype)
         if self.impl == "lut":
-            return BezierLUT.apply(x, self.table.to(x.dtype))
+            return BezierLUT.apply(x, self.values.to(device=x.device, dtype=x.dtype),
+                                   self.steps.to(device=x.device, dtype=x.dtype), self.layout)
         if self.impl == "select":
-            return bezier_select(x, self.ctrl)
-        return bezier_reference(x, self.ctrl)
+            return bezier_select(x, self.ctrl.to(x.device))
+        return bezier_reference(x, self.ctrl.to(x.device))
 
 
 def check_monotone(ctrl: torch.Tensor) -> None:
