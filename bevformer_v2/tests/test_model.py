@@ -6,7 +6,7 @@ from bevformer_v2.data.dataset import BEVDataset, collate
 from bevformer_v2.losses import detector_losses, total_loss
 from bevformer_v2.models.attention import SpatialCrossAttention, TemporalSelfAttention
 from bevformer_v2.models.transformer import GroupMultiheadAttention, point_sampling
-from bevformer_v2.ops.msda import msda_reference
+from repro_shared.ops.msda import msda_reference
 
 CROP = (0, 8, 128, 72)
 

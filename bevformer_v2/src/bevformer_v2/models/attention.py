@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn as nn
 
-from ..ops.msda import multi_scale_deformable_attn
+from repro_shared.ops.msda import multi_scale_deformable_attn
 
 
 def _init_offsets(linear: nn.Linear, heads: int, groups: int, points: int) -> None:
