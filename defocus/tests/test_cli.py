@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0", "CUDA_VISIBLE_DEVICES": ""}
 
 
 def cli(entry, *args, check=True):
@@ -44,6 +44,7 @@ def test_train_eval_diagnose(tmp_path):
     ckpt = sorted((tmp_path / "train" / "checkpoints").glob("ckpt_*.pt"))[-1]
     e = run_evaluate(compose(*small, f"eval.checkpoint={ckpt}", f"+output_dir={tmp_path}/eval"))
     assert e["top1"] == pytest.approx(m3["top1"])
+    assert e["ema_top1"] == pytest.approx(m3["val_ema_top1"])  # a run with EMA: both models are reported
     d = run_diagnose(compose(*small, f"diagnose.checkpoint={ckpt}", "diagnose.num_images=16",
                              f"+output_dir={tmp_path}/diag"))
     assert "b2_grad_entropy" in d and (tmp_path / "diag" / "overfocus.png").stat().st_size > 1000

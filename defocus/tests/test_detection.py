@@ -80,10 +80,10 @@ def test_detect_cli_on_shapes(tmp_path):
     from defocus.detect import run_detect
 
     with initialize_config_module("defocus.configs", version_base=None):
-        cfg = compose("detect", overrides=["train.steps=3", "data.num_train=8", "data.num_val=4",
-                                           "data.image_size=64", "model.min_size=64", "model.max_size=64",
-                                           f"+output_dir={tmp_path}"])
+        cfg = compose("detect", overrides=["train.epochs=1", "data.num_train=8", "data.num_val=4",
+                                           "data.image_size=64", "model.min_size=[64]", "model.max_size=64",
+                                           "device=cpu", f"+output_dir={tmp_path}"])
     res = run_detect(cfg)
-    assert {"bbox_AP", "bbox_AP50", "bbox_AP75", "final_loss"} <= set(res)
-    assert 0.0 <= res["bbox_AP"] <= 100.0 and res["final_loss"] > 0
+    assert {"bbox_AP", "bbox_AP50", "bbox_AP75", "train_loss", "train_loss_classifier"} <= set(res)
+    assert 0.0 <= res["bbox_AP"] <= 100.0 and res["train_loss"] > 0
     assert json.loads((tmp_path / "metrics.json").read_text())["bbox_AP50"] == pytest.approx(res["bbox_AP50"])

@@ -1,5 +1,7 @@
-"""Datasets: the embedded digits-on-canvas default and ImageNet readers (ImageFolder or list files)."""
+"""Datasets: the embedded digits-on-canvas default, ImageNet readers (ImageFolder or list files), COCO-format
+detection data, and the resumable training loaders."""
 
-from .digits import DigitsCanvas, build_digits_loaders
+from .digits import DigitsCanvas, build_digits_datasets
+from .sampler import RepeatAugBatchSampler, RepeatedDataset, build_train_loader
 
-__all__ = ["DigitsCanvas", "build_digits_loaders"]
+__all__ = ["DigitsCanvas", "build_digits_datasets", "RepeatAugBatchSampler", "RepeatedDataset", "build_train_loader"]

@@ -2,17 +2,18 @@
 
 The position of the evidence in the 1D raster sequence varies from image to image, which is what a
 causal model with a CLS token at the end has to cope with. Train placements are re-drawn every epoch;
-validation placements are fixed by a seed.
+validation placements are fixed by a seed. The training placement and noise come from the global torch
+RNG, which the resumable loader seeds per sample by ``(seed, epoch, index)`` (exact resume).
 """
 
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset, Subset
 
 from repro_shared import toydata
 
-__all__ = ["DigitsCanvas", "build_digits_loaders"]
+__all__ = ["DigitsCanvas", "build_digits_datasets"]
 
 
 class DigitsCanvas(Dataset):
@@ -52,14 +53,9 @@ class DigitsCanvas(Dataset):
         return img, int(self.labels[i])
 
 
-def build_digits_loaders(canvas: int, digit_size: int, noise: float, batch_size: int, seed: int,
-                         num_workers: int = 0, train_subset: int | None = None):
-    """Train/val loaders; ``train_subset`` keeps the first N training images (quick checks)."""
+def build_digits_datasets(canvas: int, digit_size: int, noise: float, seed: int, train_subset: int | None = None):
+    """(train, val) datasets; ``train_subset`` keeps the first N training images (quick checks)."""
     train = DigitsCanvas("train", canvas, digit_size, noise, seed=seed)
     if train_subset:
-        train = torch.utils.data.Subset(train, range(min(train_subset, len(train))))
-    val = DigitsCanvas("val", canvas, digit_size, noise, seed=seed)
-    g = torch.Generator().manual_seed(seed)
-    return (DataLoader(train, batch_size=batch_size, shuffle=True, drop_last=True, generator=g,
-                       num_workers=num_workers),
-            DataLoader(val, batch_size=256, shuffle=False, num_workers=num_workers))
+        train = Subset(train, range(min(train_subset, len(train))))
+    return train, DigitsCanvas("val", canvas, digit_size, noise, seed=seed)

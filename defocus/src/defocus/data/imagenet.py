@@ -2,22 +2,26 @@
 
 Accepts the standard ImageFolder layout (``root/{train,val}/<class>/*.JPEG``) or the official list
 files (``root/meta/{train,val}.txt`` with lines ``relative/path.JPEG <label>``, images under
-``root/{train,val}/``).
+``root/{train,val}/``). An unreadable image is an error naming the file (``repro_shared.data.load_image``);
+with ``data.skip_corrupt=true`` it is skipped with a warning naming it, and the training loop reports the
+count at the end of the epoch.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
-from PIL import Image
 from timm.data import Mixup, create_transform
-from timm.data.distributed_sampler import RepeatAugSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from torchvision.datasets import ImageFolder
 
-__all__ = ["ListFileDataset", "build_imagenet_dataset", "build_transform", "build_mixup", "build_imagenet_loaders",
+from repro_shared.data import DataError, ImageFolder, load_image
+
+__all__ = ["ListFileDataset", "build_imagenet_dataset", "build_transform", "build_mixup", "build_val_loader",
            "load_class_map"]
+
+_log = logging.getLogger("defocus.data")
 
 
 def load_class_map(path) -> torch.Tensor | None:
@@ -31,19 +35,30 @@ def load_class_map(path) -> torch.Tensor | None:
 
 
 class ListFileDataset(Dataset):
-    """Official list-file layout: ``meta/<split>.txt`` lines ``path label``."""
+    """Official list-file layout: ``meta/<split>.txt`` lines ``path label``; items (image, label).
 
-    def __init__(self, root: Path, split: str, transform=None):
+    ``skip_corrupt``: an unreadable image gives ``None`` (and a warning naming it) instead of a
+    :class:`~repro_shared.data.DataError`; use ``SkipNoneCollate`` in the loader.
+    """
+
+    def __init__(self, root: Path, split: str, transform=None, skip_corrupt: bool = False):
         lines = (root / "meta" / f"{split}.txt").read_text().split("\n")
         self.items = [(root / split / p, int(lbl)) for p, lbl in (ln.rsplit(maxsplit=1) for ln in lines if ln.strip())]
         self.transform = transform
+        self.skip_corrupt = skip_corrupt
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i):
         path, label = self.items[i]
-        img = Image.open(path).convert("RGB")
+        try:
+            img = load_image(path)
+        except DataError as e:
+            if not self.skip_corrupt:
+                raise
+            _log.warning("skipping unreadable sample %d: %s", i, e)
+            return None
         return (self.transform(img) if self.transform else img), label
 
 
@@ -61,12 +76,18 @@ def build_transform(is_train: bool, cfg):
 
 
 def build_imagenet_dataset(split: str, cfg):
+    """The ``split`` ("train" | "val") dataset of ``cfg`` (``data.*``) with its transform.
+
+    Raises:
+        FileNotFoundError: neither layout exists under the root (the path and both layouts are named).
+    """
     root = Path(cfg.get("val_root") or cfg.root) if split == "val" else Path(cfg.root)
     transform = build_transform(split == "train", cfg)
+    skip = bool(cfg.get("skip_corrupt", False))
     if (root / "meta" / f"{split}.txt").is_file():
-        return ListFileDataset(root, split, transform)
+        return ListFileDataset(root, split, transform, skip_corrupt=skip)
     if (root / split).is_dir():
-        return ImageFolder(str(root / split), transform=transform)
+        return ImageFolder(root / split, transform=transform, skip_corrupt=skip, key="data.root")
     raise FileNotFoundError(
         f"ImageNet data not found under {root}: expected {root}/{split}/<class>/*.JPEG (ImageFolder) or "
         f"{root}/meta/{split}.txt with images under {root}/{split}/; set data.root=/path/to/imagenet"
@@ -82,13 +103,9 @@ def build_mixup(cfg, num_classes: int):
                  label_smoothing=cfg.label_smoothing, num_classes=num_classes)
 
 
-def build_imagenet_loaders(cfg, batch_size: int, world_size: int, rank: int):
-    train, val = build_imagenet_dataset("train", cfg), build_imagenet_dataset("val", cfg)
-    if cfg.repeated_aug:
-        sampler = RepeatAugSampler(train, num_replicas=world_size, rank=rank, shuffle=True, num_repeats=3)
-    else:
-        sampler = DistributedSampler(train, num_replicas=world_size, rank=rank, shuffle=True)
-    val_sampler = DistributedSampler(val, num_replicas=world_size, rank=rank, shuffle=False)
-    kw = dict(num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available())
-    return (DataLoader(train, batch_size=batch_size, sampler=sampler, drop_last=True, **kw),
-            DataLoader(val, batch_size=batch_size, sampler=val_sampler, drop_last=False, **kw))
+def build_val_loader(val: Dataset, batch_size: int, num_workers: int, world_size: int = 1, rank: int = 0,
+                     collate_fn=None) -> DataLoader:
+    """Validation loader: each rank a strided share, in order (DistributedSampler without shuffle)."""
+    sampler = DistributedSampler(val, num_replicas=world_size, rank=rank, shuffle=False) if world_size > 1 else None
+    return DataLoader(val, batch_size=batch_size, sampler=sampler, drop_last=False, num_workers=num_workers,
+                      pin_memory=torch.cuda.is_available(), collate_fn=collate_fn)

@@ -6,19 +6,49 @@ Our names equal the official classification names (spec §2.2), so the map is sh
 * detection renames ``patch_embed.proj`` to ``patch_embed.projection`` (tools/convert_cls_to_det.py),
   mapped back here;
 * IN-22k heads (21,841 classes) can be sliced to IN-1k with ``map22kto1k`` indices (tools/convert_22k_to_1k.py).
+
+Files are read with ``repro_shared.checkpoint.load_external`` (``torch.load(weights_only=True)``): no code in
+a downloaded file can run. The official training containers hold, besides tensors, a yacs ``CfgNode``
+(``config``), and possibly numpy scalars (accuracies) and an ``argparse.Namespace``; exactly these types are
+allowed (:data:`OFFICIAL_SAFE_GLOBALS`; the ``CfgNode`` is rebuilt as the plain-dict stand-in
+:class:`OfficialConfigNode`, so yacs need not be installed). Anything else is refused with
+``UntrustedCheckpointError`` naming the file and the type; ``trust_checkpoint=true`` is the explicit opt-in
+to full unpickling.
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from repro_shared import checkpoint
 
-__all__ = ["OFFICIAL_RENAME", "convert_official_state_dict", "slice_22k_heads_to_1k", "load_official"]
+__all__ = ["OFFICIAL_RENAME", "OFFICIAL_SAFE_GLOBALS", "OfficialConfigNode", "read_official",
+           "convert_official_state_dict", "slice_22k_heads_to_1k", "load_official"]
+
+
+class OfficialConfigNode(dict):
+    """Weights-only stand-in for yacs' ``CfgNode`` (a dict subclass) stored in official checkpoints as ``config``.
+
+    It is only read back as data (nested dicts of numbers and strings); no yacs code runs.
+    """
+
+
+def _numpy_scalar_globals() -> list:
+    try:
+        from numpy.core.multiarray import scalar
+    except ImportError:  # numpy >= 2
+        from numpy._core.multiarray import scalar  # type: ignore[no-redef]
+    dtypes = [type(np.dtype(t)) for t in ("float16", "float32", "float64", "int32", "int64", "bool")]
+    return [(scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"), np.dtype, *dtypes]
+
+
+OFFICIAL_SAFE_GLOBALS = [(OfficialConfigNode, "yacs.config.CfgNode"), argparse.Namespace, *_numpy_scalar_globals()]
 
 OFFICIAL_STRIP_PREFIXES = ("module.", "backbone.")
 OFFICIAL_RENAME = [(r"^patch_embed\.projection\.", "patch_embed.proj.")]
@@ -51,8 +81,22 @@ def slice_22k_heads_to_1k(state_dict: dict[str, Tensor], indices: Sequence[int])
     return out
 
 
-def load_official(model: nn.Module, path: str | Path, use_ema: bool = False, strict: bool = True):
-    """Load an official ``.pth`` into ``model``; returns repro_shared's LoadReport."""
-    obj = torch.load(Path(path), map_location="cpu", weights_only=False)
-    sd = convert_official_state_dict(obj, use_ema=use_ema)
+def read_official(path: str | Path, trust_checkpoint: bool = False):
+    """The unpickled content of an official (or our) checkpoint file, read without running code.
+
+    Raises:
+        repro_shared.checkpoint.CheckpointError: the file is missing or unreadable.
+        repro_shared.checkpoint.UntrustedCheckpointError: it holds a type outside :data:`OFFICIAL_SAFE_GLOBALS`
+            (the message names the file and the type); ``trust_checkpoint=True`` loads it with full pickle.
+    """
+    return checkpoint.load_external(Path(path), trust=trust_checkpoint, safe_globals=OFFICIAL_SAFE_GLOBALS)
+
+
+def load_official(model: nn.Module, path: str | Path, use_ema: bool = False, strict: bool = True,
+                  trust_checkpoint: bool = False):
+    """Load an official ``.pth`` (or one of our checkpoints) into ``model``; returns repro_shared's LoadReport.
+
+    Raises: as :func:`read_official`; ``CheckpointError`` with ``strict`` when keys or shapes do not fit.
+    """
+    sd = convert_official_state_dict(read_official(path, trust_checkpoint), use_ema=use_ema)
     return checkpoint.load_state_dict_remapped(model, sd, strict=strict)
