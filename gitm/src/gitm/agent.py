@@ -121,7 +121,8 @@ class Agent:
 
     def __init__(self, env, backend: PlannerBackend, decompose_fn: Callable[[str, int], Awaitable[Node]],
                  memory: Memory | None = None, summarise: Summarise | None = None,
-                 cfg: AgentConfig | None = None, seed: int = 0, on_trace: Callable[[str], None] | None = None):
+                 cfg: AgentConfig | None = None, seed: int = 0, on_trace: Callable[[str], None] | None = None,
+                 remember_only: set[str] | None = None):
         self.env, self.backend, self.decompose_fn = env, backend, decompose_fn
         self.memory, self.summarise = memory, summarise
         self.cfg = cfg or AgentConfig()
@@ -133,6 +134,7 @@ class Agent:
         self.milestones: dict[str, int | None] = {m: None for m in self.cfg.milestones}
         self.memory_updates: list[tuple[str, list[dict]]] = []
         self.reason = ""
+        self.remember_only = remember_only
 
     # ------------------------------------------------------------------------------------------ trace
     def _log(self, line: str) -> None:
@@ -277,6 +279,8 @@ class Agent:
 
     async def _remember(self, key: str, executed: list[Action]) -> None:
         if self.memory is None or not self.cfg.update_memory or not executed:
+            return
+        if self.remember_only is not None and key not in self.remember_only:
             return
         self.memory_updates.append((key, [a.to_dict() for a in executed]))
         summarised = await self.memory.add(key, executed, self.summarise)

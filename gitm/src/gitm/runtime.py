@@ -1,0 +1,183 @@
+"""Build the agent's parts from a config and run one episode (what every entry point and worker calls).
+
+An episode *job* is a plain dict (picklable, JSON-able) so that it runs the same in-process, in a
+process-pool worker, or on a cluster node::
+
+    {"goal": "diamond", "count": 1, "seed": 17, "env": {...}, "llm": {...}, "agent": {...},
+     "decomposer": "oracle" | "llm", "memory": {...} | None, "inventory": {...}, "step_limit": 12000}
+
+``llm.kind`` is ``oracle`` | ``noisy_oracle`` (in-process deterministic planners, no HTTP) or
+``endpoint`` (an OpenAI-compatible URL). ``loopback`` is turned into ``endpoint`` by :class:`Session`,
+which starts :class:`gitm.llm.testing.LoopbackServer` in the parent process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import fields
+from typing import Any, Callable
+
+from .agent import Agent, AgentConfig, ChatBackend, DirectBackend, EpisodeResult, tree_fn_from
+from .decomposer import LLMDecomposer, OracleDecomposer
+from .errors import GitmError
+from .knowledge.tables import Knowledge
+from .memory import Memory
+from .planner import NoisyOraclePlanner, OraclePlanner
+from .summarizer import LLMSummarizer, offline_summarize
+
+LLM_KINDS = ("oracle", "noisy_oracle", "loopback", "endpoint")
+ENV_NAMES = ("sim", "minedojo")
+_CACHE: dict[str, Any] = {}
+
+
+def agent_config(d: dict | None) -> AgentConfig:
+    """AgentConfig from a mapping; unknown keys are an error listing the known ones."""
+    d = dict(d or {})
+    known = {f.name for f in fields(AgentConfig)}
+    bad = sorted(set(d) - known)
+    if bad:
+        raise GitmError(f"unknown agent settings {bad}; known: {', '.join(sorted(known))}")
+    if "milestones" in d:
+        d["milestones"] = tuple(d["milestones"])
+    return AgentConfig(**d)
+
+
+class Session:
+    """Parent-process resources for a run: the loopback server when ``llm.kind=loopback``.
+
+    ``session.llm`` is the resolved llm mapping to put into jobs (``endpoint`` with the server's URL).
+    """
+
+    def __init__(self, llm: dict):
+        llm = dict(llm)
+        kind = llm.get("kind", "oracle")
+        if kind not in LLM_KINDS:
+            raise GitmError(f"unknown llm.kind {kind!r}; known: {', '.join(LLM_KINDS)}")
+        self.server = None
+        if kind == "loopback":
+            from .llm.testing import LoopbackServer
+
+            self.server = LoopbackServer().start()
+            llm.update(kind="endpoint", base_url=self.server.base_url, model=llm.get("model") or "gitm-oracle")
+        self.llm = llm
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _knowledge() -> Knowledge:
+    return Knowledge.default()
+
+
+def _client(llm: dict):
+    from .llm import LLMClient
+
+    key = json.dumps(llm, sort_keys=True)
+    if key not in _CACHE:
+        _CACHE[key] = LLMClient(llm)
+    return _CACHE[key]
+
+
+def _retriever(llm: dict, client):
+    key = "retriever:" + json.dumps(llm, sort_keys=True)
+    if key not in _CACHE:
+        from .knowledge.retriever import EmbeddingRetriever, TfidfRetriever
+        from .knowledge.texts import knowledge_snippets
+
+        snippets = knowledge_snippets(_knowledge())
+        if llm.get("embedding_model"):
+            _CACHE[key] = EmbeddingRetriever(snippets, client.sync_client(), llm["embedding_model"])
+        else:
+            _CACHE[key] = TfidfRetriever(snippets)
+    return _CACHE[key]
+
+
+def build_parts(job: dict, ledger=None):
+    """(backend, summarise, decomposer, client or None) for a job; LLM calls also count into ``ledger``."""
+    k = _knowledge()
+    llm = dict(job.get("llm") or {"kind": "oracle"})
+    kind = llm.get("kind", "oracle")
+    with_info = bool((job.get("agent") or {}).get("external_info", True))
+    if kind == "loopback":
+        raise GitmError("llm.kind=loopback must be resolved by a Session in the parent process")
+    if kind in ("oracle", "noisy_oracle"):
+        if job.get("decomposer", "oracle") == "llm":
+            raise GitmError(f"decomposer=llm needs an LLM endpoint, but llm.kind={kind}; "
+                            f"use decomposer=oracle or llm=loopback/openai/vllm/ollama")
+        planner = OraclePlanner(k) if kind == "oracle" else NoisyOraclePlanner(k, llm.get("noise"))
+        return DirectBackend(planner), offline_summarize, OracleDecomposer(k, with_info), None
+    if kind != "endpoint":
+        raise GitmError(f"unknown llm.kind {kind!r}; known: {', '.join(LLM_KINDS)}")
+    client = _client(llm)
+
+    async def chat(messages: list[dict]) -> str:
+        return await client.chat_text(messages, ledger)
+
+    backend = ChatBackend(chat, f"llm:{llm.get('model')}")
+    summarise = LLMSummarizer(chat)
+    if job.get("decomposer", "oracle") == "llm":
+        decomposer = LLMDecomposer(chat, _retriever(llm, client), k, with_info=with_info)
+    else:
+        decomposer = OracleDecomposer(k, with_info)
+    return backend, summarise, decomposer, client
+
+
+def make_env(job: dict):
+    """The environment of a job (``env.name``: sim | minedojo)."""
+    env_cfg = dict(job.get("env") or {"name": "sim"})
+    name = env_cfg.pop("name", "sim")
+    if name == "sim":
+        from .sim import SimEnv
+
+        return SimEnv(int(job["seed"]), _knowledge(), env_cfg, step_limit=job.get("step_limit"),
+                      inventory=job.get("inventory"))
+    if name == "minedojo":
+        from .envs.minedojo import MineDojoEnv
+
+        return MineDojoEnv(int(job["seed"]), env_cfg, step_limit=job.get("step_limit"),
+                           inventory=job.get("inventory"))
+    raise GitmError(f"unknown env {name!r}; known: {', '.join(ENV_NAMES)}")
+
+
+async def run_episode_async(job: dict, memory: Memory | None = None, on_trace: Callable[[str], None] | None = None,
+                            remember_only: set[str] | None = None) -> tuple[EpisodeResult, dict]:
+    """Play one job; returns (result, ledger dict of the LLM calls this episode made)."""
+    from .llm.client import Ledger
+
+    ledger = Ledger()
+    backend, summarise, decomposer, client = build_parts(job, ledger)
+    if memory is None and job.get("memory"):
+        memory = Memory.from_dict(job["memory"], "job memory")
+    env = make_env(job)
+    agent = Agent(env, backend, tree_fn_from(decomposer), memory, summarise, agent_config(job.get("agent")),
+                  seed=int(job["seed"]), on_trace=on_trace, remember_only=remember_only)
+    try:
+        result = await agent.run(job["goal"], int(job.get("count", 1)))
+    finally:
+        close = getattr(env, "close", None)
+        if close is not None:
+            close()
+    return result, (ledger.to_dict() if client is not None else {})
+
+
+def run_jobs_chunk(jobs: list[dict]) -> list[dict]:
+    """Worker entry point: play jobs concurrently (one event loop) and return result dicts."""
+
+    async def main():
+        return await asyncio.gather(*(run_episode_async(j) for j in jobs))
+
+    out = []
+    for job, (res, ledger) in zip(jobs, asyncio.run(main())):
+        d = res.to_dict()
+        d.update(id=job["id"], ledger=ledger)
+        out.append(d)
+    return out
