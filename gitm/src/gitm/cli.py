@@ -124,7 +124,7 @@ def evaluate(cfg: DictConfig) -> None:
         k = Knowledge.default()
         if cfg.protocol not in ("obtain_diamond", "tech_tree"):
             raise GitmError(f"unknown protocol {cfg.protocol!r}; known: obtain_diamond, tech_tree")
-        items = list(cfg.items) if cfg.items else k.tech_tree()
+        items = list(cfg.tech_items) if cfg.tech_items else k.tech_tree()
         for it in ([cfg.goal] if cfg.protocol == "obtain_diamond" else items):
             k.check_item(it)
         clock = timed()

@@ -247,8 +247,9 @@ class Knowledge:
         for item, spec in hand.APPLY.items():
             if "gives_block" in spec:
                 continue  # obsidian: a block that is then mined (added below)
-            mats = ((spec["consumes"], 1),) if spec.get("consumes") and spec["consumes"] not in spec["tools"] else ()
-            add(Source("apply", item, 1.0, mats, spec["tools"][0], spec["target"], 1.0))
+            mats = ((spec["consumes"], 1),) if spec.get("consumes") else ()
+            tool = None if spec.get("consumes") in spec["tools"] else spec["tools"][0]  # a bucket is used up
+            add(Source("apply", item, 1.0, mats, tool, spec["target"], 1.0))
         # obsidian: pour a water bucket on lava, then mine the obsidian with a diamond pickaxe
         for s in out.get("obsidian", []):
             out["obsidian"] = [Source("mine", "obsidian", 1.0, (), s.tool, "obsidian", 1.0, keeps=("water_bucket",))]

@@ -329,49 +329,46 @@ class SimEnv:
         return min(picks, key=lambda t: ("wooden", "golden", "stone", "iron", "diamond").index(t.split("_")[0])) if picks else None
 
     def _explore_underground(self, obj: str) -> str:
-        tool = self._tunnel_tool()
-        if tool is None:
-            raise _Fail("no_tool", "no pickaxe in inventory to tunnel with")
-        per_block = (2 * self.k.break_steps("stone", tool, self.cfg.break_speed) + self.cfg.block_walk_steps)
         spent, size = 0, self.cfg.cell_size
         band_total = self.world.band_size()
         layer = layer_of(self.y)
         while True:
+            tool = self._tunnel_tool()
+            if tool is None:
+                raise _Fail("no_tool", f"no pickaxe in inventory to tunnel with; {obj} not found yet")
+            per_block = 2 * self.k.break_steps("stone", tool, self.cfg.break_speed) + self.cfg.block_walk_steps
             cell = self.cell
-            counts = self.world.band(cell, self.y)
-            n = counts.get(obj, 0)
+            n = self.world.band(cell, self.y).get(obj, 0)
             p = 1 - (1 - n / band_total) ** self.cfg.tunnel_exposure if n > 0 else 0.0
-            k = int(self.rng.geometric(p)) if p > 0 else size + 1
+            k = int(self.rng.geometric(p)) if p > 0 else size + 1  # tunnel steps to the first sighting
             blocks = min(k, size)
             budget = (self.cfg.explore_cap - spent) // per_block
+            dug, ok = self._tunnel(min(blocks, budget), per_block, tool, cell, layer)
+            spent += dug * per_block
+            if not ok:
+                continue  # the pickaxe broke: go on with the next one (sightings are re-drawn)
             if budget < blocks:
-                self._tunnel(budget, per_block, tool, cell, layer)
+                self._advance(self.cfg.explore_cap - spent)
                 raise _Fail("not_found", f"{obj} not found within {self.cfg.explore_cap} steps of exploring")
-            if not self._tunnel(blocks, per_block, tool, cell, layer):
-                raise _Fail("tool_broke", f"the {tool} broke while tunnelling; {obj} not found yet")
-            spent += blocks * per_block
             if k <= size:
                 self.visible = {obj: Sighting(self.pos, layer, 1, self._cluster(obj, n), in_reach=True)}
                 return f"{obj} is visible"
-            # DFS order: keep tunnelling straight (east); the next cell is unexplored
+            # DFS order: keep tunnelling straight (east) into the next, unexplored cell
             self.pos = (self.pos[0] + 1, self.pos[1])
-            tool = self._tunnel_tool()
-            if tool is None:
-                raise _Fail("no_tool", f"no pickaxe left to tunnel with; {obj} not found yet")
 
-    def _tunnel(self, blocks: int, per_block: int, tool: str, cell: Cell, layer: int) -> bool:
-        """Dig ``blocks`` tunnel steps (2 stone each): steps, wear, cobblestone; False if the tool broke."""
+    def _tunnel(self, blocks: int, per_block: int, tool: str, cell: Cell, layer: int) -> tuple[int, bool]:
+        """Dig ``blocks`` tunnel steps (2 stone each): steps, wear, cobblestone. Returns (steps dug, tool ok)."""
         self.world.band(cell, self.y)
-        for _ in range(blocks):
+        for i in range(blocks):
             if cell.bands[layer].get("stone", 0) < 2:
-                break
+                return i, True
             self._advance(per_block)
             self._world_change(cell, layer, "stone", -2)
             self._give("cobblestone", 2, "tunnel")
             self.tunnel_blocks += 1
             if not self._wear(tool):
-                return False
-        return True
+                return i + 1, False
+        return blocks, True
 
     def _do_approach(self, object: str) -> str:
         s = self.visible.get(object)
