@@ -82,7 +82,7 @@ def test_detr_lambda_scales_box_gradient_only():
         targets = [{"boxes": torch.tensor([[10.0, 12.0, 60.0, 70.0], [70.0, 70.0, 120.0, 110.0]]),
                     "labels": torch.tensor([1, 2])}]
         sum(model(images, targets).values()).backward()
-        grads.append((model.bbox_embed[-1].weight.grad.clone(), model.class_embed.weight.grad.clone()))
+        grads.append((model.bbox_embed[0][-1].weight.grad.clone(), model.class_embed[0].weight.grad.clone()))
     assert grads[0][0].abs().sum() > 0
     torch.testing.assert_close(grads[1][0], 2.5 * grads[0][0], rtol=1e-4, atol=1e-9)
     torch.testing.assert_close(grads[1][1], grads[0][1], rtol=1e-5, atol=1e-9)

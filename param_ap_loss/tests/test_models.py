@@ -25,7 +25,7 @@ def _batch(n=2, size=128, seed=0):
 
 
 def test_retinanet_pap_config_matches_paper_settings():
-    cfg = _cfg("model=retinanet_r50_fpn", "model.backbone.weights=null")
+    cfg = _cfg("model=retinanet_r50_fpn")
     model = build_detector(cfg.model, cfg.loss, num_classes=80)
     assert model.anchor_generator.num_anchors_per_location() == [6] * 5
     assert model.box_coder.weights == (10.0, 10.0, 5.0, 5.0)
@@ -105,7 +105,7 @@ def test_faster_rcnn_train_and_eval(loss):
 
 
 def test_faster_rcnn_pap_head_shapes():
-    cfg = _cfg("model=faster_rcnn_r50_fpn", "loss=pap_faster_rcnn", "model.backbone.weights=null")
+    cfg = _cfg("model=faster_rcnn_r50_fpn", "loss=pap_faster_rcnn")
     model = build_detector(cfg.model, cfg.loss, num_classes=80)
     assert model.roi_heads.box_predictor.cls_score.out_features == 80  # sigmoid, no background
     assert model.roi_heads.box_predictor.bbox_pred.out_features == 320
@@ -152,7 +152,7 @@ def test_experiment_configs_compose(name, config, lr):
     with initialize_config_module("param_ap_loss.configs", version_base=None):
         cfg = compose(config, overrides=[f"experiment={name}"])
     assert cfg.train.lr == lr and cfg.data.name == "coco" and cfg.model.score_thresh == 0.05
-    assert cfg.model.backbone.weights == "IMAGENET1K_V1"
+    assert cfg.init.required and cfg.init.path.endswith("resnet50-0676ba61.pth")
     if config == "search":
         assert cfg.search.rounds == 40 and cfg.search.samples == 8 and cfg.train.epochs == 1
         assert cfg.data.val_ann.endswith("search_val2017.json")

@@ -11,19 +11,23 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, DistributedSampler
 
 from repro_shared import checkpoint, dist, run
+from repro_shared.data import SkipNoneCollate, build_loader, check_dataset_size
 
 from .data.build import build_dataset
 from .data.coco import collate
 from .engine import evaluate as coco_eval_loop
-from .engine import train_one_epoch, warmup_step_lambda
+from .engine import train_one_epoch
 from .models.build import build_detector
+from .optim import build_optimizer, build_scheduler
 
 
-def _loader(ds, batch_size: int, train: bool, num_workers: int, seed: int = 0) -> DataLoader:
-    sampler = DistributedSampler(ds, shuffle=train, seed=seed) if dist.get_world_size() > 1 else None
-    g = torch.Generator().manual_seed(seed)
-    return DataLoader(ds, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
-                      num_workers=num_workers, collate_fn=collate, generator=g, drop_last=False)
+def eval_loader(ds, batch_size: int, num_workers: int = 0) -> DataLoader:
+    """Sequential loader over ``ds`` (split over ranks under torchrun); unreadable images skipped if the
+    dataset was built with ``skip_corrupt``."""
+    check_dataset_size(len(ds), 1, drop_last=False, key="data", name="validation set")
+    sampler = DistributedSampler(ds, shuffle=False) if dist.get_world_size() > 1 else None
+    return DataLoader(ds, batch_size=batch_size, shuffle=False, sampler=sampler, num_workers=num_workers,
+                      collate_fn=SkipNoneCollate(collate), drop_last=False)
 
 
 def pap_heads(model) -> dict[str, Any]:
@@ -44,54 +48,67 @@ def train_and_evaluate(cfg: DictConfig, device: torch.device, log=None, metrics=
                        fail_patience: int | None = None) -> dict[str, float]:
     """Build data + detector, train ``cfg.train`` and return the COCO metrics on the val split.
 
+    Initial weights required by the config (``init.required``) are checked before anything is built.
+    Training is exactly resumable: the loader and every step's randomness are derived from
+    ``(cfg.seed, epoch, batch / step)``; checkpoints (``train.ckpt_every`` epochs and/or
+    ``train.ckpt_every_steps`` optimizer steps, also mid-epoch) hold model, optimizer, scheduler and
+    the step, and ``train.resume=auto`` continues from the newest valid one bit-identically.
     ``pap_override`` maps a head name to (control points (5, 12), lambda) set on that head's PAPLoss
     before training (how the search trains each sampled loss).
     """
     t0 = time.time()
-    train_ds = build_dataset(cfg.data, "train", train=True, train_size=int(cfg.model.train_size))
+    init_path = run.check_required_init(cfg.get("init"))
+    train_ds = build_dataset(cfg.data, "train", train=True, train_size=int(cfg.model.train_size or 0))
     val_ds = build_dataset(cfg.data, "val", train=False)
-    model = build_detector(cfg.model, cfg.loss, num_classes=len(train_ds.cat_ids)).to(device)
+    model = build_detector(cfg.model, cfg.loss, num_classes=len(train_ds.cat_ids), init_path=init_path,
+                           log=log).to(device)
     heads = pap_heads(model)
     for name, (ctrl, lam) in (pap_override or {}).items():
         if name not in heads:
             raise ValueError(f"cannot set PAP parameters of head {name!r}; this detector has {sorted(heads)}")
         heads[name].set_parameters(ctrl, lam)
     tc = cfg.train
-    loader = _loader(train_ds, int(tc.batch_size), True, int(tc.num_workers), int(cfg.seed))
-    iters_per_epoch = max(len(loader), 1)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if tc.get("optimizer", "sgd") == "adamw":  # Deformable DETR
-        optimizer = torch.optim.AdamW(params, lr=float(tc.lr), weight_decay=float(tc.weight_decay))
-    elif tc.get("optimizer", "sgd") == "sgd":
-        optimizer = torch.optim.SGD(params, lr=float(tc.lr), momentum=float(tc.momentum),
-                                    weight_decay=float(tc.weight_decay))
-    else:
-        raise ValueError(f"unknown train.optimizer {tc.optimizer!r}; use 'sgd' or 'adamw'")
-    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_step_lambda(
-        int(tc.warmup_iters), float(tc.warmup_ratio), [int(e) * iters_per_epoch for e in tc.milestones]))
+    seed = int(cfg.seed)
+    loader = build_loader(train_ds, batch_size=int(tc.batch_size), seed=seed, num_workers=int(tc.num_workers),
+                          collate_fn=SkipNoneCollate(collate), drop_last=True)
+    optimizer = build_optimizer(model, tc)
+    sched = build_scheduler(optimizer, tc, len(loader))
     model = dist.wrap_model(model, "ddp")
-    start_epoch, step = 0, 0
+    step = 0
     if ckpt_dir is not None and tc.get("resume"):
         state = checkpoint.resume(ckpt_dir, tc.resume, model=dist.unwrap_model(model), optimizer=optimizer,
-                                  scheduler=sched)
+                                  scheduler=sched, restore_rng=False)
         if state is not None:
-            start_epoch, step = int(state["epoch"]), int(state["step"])
+            step = int(state["step"])
+            if log is not None:
+                log.info("resumed from step %d (epoch %d, batch %d)", step, *divmod(step, len(loader)))
+    start_epoch, start_batch = divmod(step, len(loader))
+    saved = {"step": step}
+
+    def save(at_step: int, epoch: int) -> None:
+        if ckpt_dir is None or saved["step"] == at_step:
+            return
+        checkpoint.save_checkpoint(checkpoint.checkpoint_path(ckpt_dir, at_step), model=dist.unwrap_model(model),
+                                   optimizer=optimizer, scheduler=sched, epoch=epoch, step=at_step, config=cfg,
+                                   keep_last=int(tc.get("keep_last", 2)))
+        saved["step"] = at_step
+
+    every = int(tc.get("ckpt_every_steps", 0))
+    on_step = (lambda s, e: save(s, e) if s % every == 0 else None) if every > 0 else None
     max_iters = tc.get("max_iters")
     fail_count = [0]
     for epoch in range(start_epoch, int(tc.epochs)):
-        if isinstance(loader.sampler, DistributedSampler):
-            loader.sampler.set_epoch(epoch)
-        step = train_one_epoch(model, loader, optimizer, sched, device, epoch=epoch, step=step, log=log,
-                               metrics=metrics, log_every=int(tc.log_every), max_iters=max_iters,
-                               fail_patience=fail_patience, fail_count=fail_count)
-        if ckpt_dir is not None and int(tc.get("ckpt_every", 0)) and (epoch + 1) % int(tc.ckpt_every) == 0:
-            checkpoint.save_checkpoint(checkpoint.checkpoint_path(ckpt_dir, step), model=dist.unwrap_model(model),
-                                       optimizer=optimizer, scheduler=sched, epoch=epoch + 1, step=step, config=cfg,
-                                       keep_last=2)
+        loader.set_epoch(epoch, start_batch if epoch == start_epoch else 0)
+        step = train_one_epoch(model, loader, optimizer, sched, device, epoch=epoch, step=step, seed=seed,
+                               clip_max_norm=float(tc.get("clip_max_norm", 0.0)), log=log, metrics=metrics,
+                               log_every=int(tc.log_every), max_iters=max_iters, fail_patience=fail_patience,
+                               fail_count=fail_count, on_step=on_step)
+        if int(tc.get("ckpt_every", 0)) and (epoch + 1) % int(tc.ckpt_every) == 0:
+            save(step, epoch + 1)
         if max_iters is not None and step >= max_iters:
             break
-    val_loader = _loader(val_ds, int(cfg.eval.batch_size), False, int(tc.num_workers))
-    result = coco_eval_loop(dist.unwrap_model(model), val_loader, device, val_ds)
+    result = coco_eval_loop(dist.unwrap_model(model), eval_loader(val_ds, int(cfg.eval.batch_size),
+                                                                  int(tc.num_workers)), device, val_ds)
     result.update(train_time_s=time.time() - t0, iters=step)
     return result
 
@@ -116,7 +133,7 @@ def evaluate(cfg: DictConfig) -> None:
     val_ds = build_dataset(cfg.data, "val", train=False)
     model = build_detector(cfg.model, cfg.loss, num_classes=len(val_ds.cat_ids)).to(ctx.device)
     checkpoint.load_checkpoint(path, model=model)
-    result = coco_eval_loop(model, _loader(val_ds, int(cfg.eval.batch_size), False, 0), ctx.device, val_ds)
+    result = coco_eval_loop(model, eval_loader(val_ds, int(cfg.eval.batch_size)), ctx.device, val_ds)
     ctx.log.info("val: " + " ".join(f"{k} {v:.2f}" for k, v in result.items()))
     run.write_metrics(ctx.out_dir, result)
 

@@ -4,60 +4,86 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
-from typing import Iterable
+from typing import Callable
 
 import numpy as np
 import torch
 from pycocotools.cocoeval import COCOeval
 
 from repro_shared import dist
+from repro_shared.data import seed_step
+from repro_shared.guards import NonFiniteError, check_finite
 
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
-def warmup_step_lambda(warmup_iters: int, warmup_ratio: float, milestones_iters: Iterable[int], gamma: float = 0.1):
-    """mmdet schedule as a LambdaLR factor of the iteration: linear warmup from ``warmup_ratio``, then
-    x ``gamma`` at each milestone (iterations)."""
-    milestones = sorted(int(m) for m in milestones_iters)
-
-    def factor(it: int) -> float:
-        f = gamma ** sum(it >= m for m in milestones)
-        if it < warmup_iters:
-            k = it / warmup_iters
-            f *= warmup_ratio + (1 - warmup_ratio) * k
-        return f
-
-    return factor
-
-
 class TrainingFailed(RuntimeError):
-    """The loss stayed at exactly 1.0 or NaN for more than ``fail_patience`` iterations (search guard)."""
+    """The loss stayed at exactly 1.0 for more than ``fail_patience`` iterations (search guard)."""
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, device, *, epoch: int, step: int, log=None, metrics=None,
-                    log_every: int = 20, max_iters: int | None = None, fail_patience: int | None = None,
-                    fail_count: list[int] | None = None) -> int:
-    """One pass over ``loader``; returns the global step. Sums the loss dict; LR scheduler steps per
-    iteration. ``fail_patience``: raise :class:`TrainingFailed` once the count of iterations whose loss
-    is exactly 1.0 or NaN exceeds it (official search guard; ``fail_count`` carries the count)."""
+def _stop_if_non_finite(loss_dict: dict | None, error: NonFiniteError | None, step: int, epoch: int) -> None:
+    """Raise :class:`NonFiniteError` naming the step and the term when a loss term or a prediction is not
+    finite. Every rank takes part in the same agreement (``check_finite``'s all-reduce), so all ranks stop
+    together; the rank whose model raised reports the prediction it found."""
+    if error is None:
+        check_finite(loss_dict, step=step, epoch=epoch)
+        return
+    try:
+        check_finite({"prediction": float("nan")}, step=step, epoch=epoch, what="prediction")
+    except NonFiniteError:
+        raise NonFiniteError(f"non-finite prediction at step {step} (epoch {epoch}): {error}; the last good "
+                             "checkpoint was kept. Lower the learning rate or enable gradient clipping "
+                             "(train.clip_max_norm)") from error
+
+
+def train_one_epoch(model, loader, optimizer, scheduler, device, *, epoch: int, step: int, seed: int = 0,
+                    clip_max_norm: float = 0.0, log=None, metrics=None, log_every: int = 20,
+                    max_iters: int | None = None, fail_patience: int | None = None,
+                    fail_count: list[int] | None = None, on_step: Callable[[int, int], None] | None = None) -> int:
+    """Train over the batches ``loader.start_batch ..`` of epoch ``epoch``; returns the global step.
+
+    Args:
+        loader: a :class:`repro_shared.data.ResumableLoader` already set to ``epoch``; yields
+            (list of images (3, H, W), list of targets).
+        step: optimizer steps done before this epoch part (the checkpoint's ``step``).
+        seed: run seed; every step first calls ``seed_step(seed, epoch, batch index)`` so that all
+            randomness of the step (RPN/RoI sampling, dropout) is a function of numbers a checkpoint holds.
+        clip_max_norm: > 0 clips the global gradient norm (Deformable DETR: 0.1).
+        fail_patience: raise :class:`TrainingFailed` once more than this many iterations had a loss of
+            exactly 1.0 (official search guard; ``fail_count`` carries the count across epochs).
+        on_step: called as ``on_step(step, epoch)`` after every optimizer step (checkpointing).
+
+    Raises:
+        NonFiniteError: at the first non-finite loss term or prediction, naming step and term, before the
+            optimizer step (so the weights and the last checkpoint stay those of the last good step).
+    """
     model.train()
     fail_count = fail_count if fail_count is not None else [0]
-    for images, targets in loader:
+    nominal = loader.batch_sampler.batch_size
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    skipped = 0
+    for i, (images, targets) in enumerate(loader, start=loader.start_batch):
         if max_iters is not None and step >= max_iters:
             break
+        seed_step(seed, epoch, i)
+        skipped += nominal - len(images)
         images = [im.to(device, non_blocking=True) for im in images]
         targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-        loss_dict = model(images, targets)
+        try:
+            loss_dict, error = model(images, targets), None
+        except NonFiniteError as e:
+            loss_dict, error = None, e
+        _stop_if_non_finite(loss_dict, error, step, epoch)
         loss = sum(loss_dict.values())
         if fail_patience is not None:
-            value = loss.detach().item()
-            if math.isnan(value) or abs(value - 1.0) < 1e-6:
+            if abs(loss.detach().item() - 1.0) < 1e-6:
                 fail_count[0] += 1
             if fail_count[0] > fail_patience:
-                raise TrainingFailed(f"loss stuck at 1.0/NaN for {fail_count[0]} iterations")
+                raise TrainingFailed(f"loss stuck at 1.0 for {fail_count[0]} iterations")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if clip_max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, clip_max_norm)
         optimizer.step()
         scheduler.step()
         step += 1
@@ -67,7 +93,12 @@ def train_one_epoch(model, loader, optimizer, scheduler, device, *, epoch: int, 
             if metrics is not None:
                 metrics.log(row, step=step)
             if log is not None:
-                log.info("epoch %d step %d loss %.4f lr %.5f", epoch, step, row["loss"], row["lr"])
+                log.info("epoch %d step %d loss %.4f lr %.6f", epoch, step, row["loss"], row["lr"])
+        if on_step is not None:
+            on_step(step, epoch)
+    if skipped and log is not None:
+        log.warning("epoch %d: %d unreadable training images were skipped (data.skip_corrupt=true; "
+                    "their paths are in the warnings above)", epoch, skipped)
     return step
 
 

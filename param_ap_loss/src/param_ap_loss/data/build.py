@@ -20,12 +20,19 @@ def _shapes_split(cfg: Any, split: str, num: int):
 
 
 def build_dataset(cfg: Any, split: str, train: bool, train_size: int = 512) -> CocoDetection:
-    """``split`` is ``train`` or ``val`` (the config maps it to files/splits)."""
+    """``split`` is ``train`` or ``val`` (the config maps it to files/splits); ``data.skip_corrupt``
+    turns unreadable images into warnings (see :class:`CocoDetection`).
+
+    Raises:
+        ValueError: unknown ``data.name`` (lists the known ones).
+        FileNotFoundError: missing annotation file / image folder (names it and the expected layout).
+    """
     if cfg.name not in DATASETS:
         raise ValueError(f"unknown dataset {cfg.name!r}; known: {', '.join(DATASETS)}")
+    skip = bool(cfg.get("skip_corrupt", False))
     tf = build_transforms(str(cfg.train_transform) if train else "none", train_size)
     if cfg.name == "shapes":
         p = _shapes_split(cfg, str(cfg[f"{split}_split"]), cfg[f"num_{split}"])
-        return CocoDetection(p.image_dir, p.ann_file, tf, train=train)
+        return CocoDetection(p.image_dir, p.ann_file, tf, train=train, skip_corrupt=skip)
     return CocoDetection(os.path.expanduser(str(cfg[f"{split}_images"])), os.path.expanduser(str(cfg[f"{split}_ann"])),
-                         tf, train=train)
+                         tf, train=train, skip_corrupt=skip)

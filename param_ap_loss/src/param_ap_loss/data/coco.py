@@ -3,62 +3,81 @@
 Labels are contiguous 0..K-1 in sorted category-id order (no background index); ``cat_ids`` maps
 them back for COCOeval. Crowd boxes and boxes under 1 px are dropped in training (mmdet ignores
 crowd boxes with ``ignore_iof_thr=-1``); training skips images without boxes (``filter_empty_gt``).
+An unreadable image is an error naming the file, or with ``skip_corrupt`` a warning and ``None``
+(dropped by :class:`repro_shared.data.SkipNoneCollate`; the engine counts them per epoch).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import random
 from pathlib import Path
 
 import torch
-from PIL import Image
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2 as T
 
+from repro_shared.data import DataError, load_image
+
+from .photometric import PhotoMetricDistortion
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
+TRANSFORMS = ("ssd512", "flip", "none")
+COCO_LAYOUT = "<root>/annotations/instances_<split>2017.json with the images in <root>/<split>2017/"
+_log = logging.getLogger("param_ap_loss.data")
 
 
 def build_transforms(kind: str, train_size: int = 512):
-    """``ssd512``: the SSD-style 512x512 training augmentation (spec §3.7); ``flip``: flip only;
-    ``none``: tensor conversion only (the model resizes at test time)."""
+    """Training / test transforms of a PIL image and its ``BoundingBoxes`` target.
+
+    * ``ssd512``: the official ``coco500_detection_augm`` training pipeline (spec §3.7): mmdet
+      ``PhotoMetricDistortion`` (brightness +-32 additive, contrast/saturation x[0.5, 1.5], hue +-18 deg,
+      channel swap; each p = 0.5), ``Expand`` (ratio 1-4, mean fill, p = 0.5), ``MinIoURandomCrop``
+      (min IoU {0.1, ..., 0.9} or no crop, min crop 0.3), resize to ``train_size`` x ``train_size``
+      without keeping the ratio, horizontal flip 0.5.
+    * ``flip``: flip only (tiny runs); ``none``: tensor conversion only (the model resizes at test time).
+    """
     to_float = [T.ToImage(), T.ToDtype(torch.float32, scale=True)]
     if kind == "none":
         return T.Compose(to_float)
     if kind == "flip":
         return T.Compose([T.ToImage(), T.RandomHorizontalFlip(0.5), T.ToDtype(torch.float32, scale=True)])
     if kind == "ssd512":
-        fill = {tv_tensors.Image: [int(255 * m) for m in IMAGENET_MEAN], "others": 0}
         return T.Compose([
-            T.ToImage(),
-            T.RandomPhotometricDistort(brightness=(0.875, 1.125), contrast=(0.5, 1.5), saturation=(0.5, 1.5),
-                                       hue=(-0.05, 0.05), p=0.5),
-            T.RandomZoomOut(fill=fill, side_range=(1.0, 4.0), p=0.5),
+            *to_float,
+            PhotoMetricDistortion(brightness_delta=32, contrast_range=(0.5, 1.5), saturation_range=(0.5, 1.5),
+                                  hue_delta=18),
+            T.RandomZoomOut(fill={tv_tensors.Image: list(IMAGENET_MEAN), "others": 0}, side_range=(1.0, 4.0), p=0.5),
             T.RandomIoUCrop(min_scale=0.3, sampler_options=[0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0]),
             T.Resize((train_size, train_size), antialias=True),
             T.RandomHorizontalFlip(0.5),
             T.SanitizeBoundingBoxes(min_size=1),
-            T.ToDtype(torch.float32, scale=True),
         ])
-    raise ValueError(f"unknown transform {kind!r}; use 'ssd512', 'flip' or 'none'")
+    raise ValueError(f"unknown transform {kind!r}; known: {', '.join(TRANSFORMS)}")
 
 
 class CocoDetection(Dataset):
     """Images + boxes of a COCO instances file.
 
-    Item: image (3, H, W) float in [0, 1], target {boxes (n, 4) xyxy, labels (n,) 0..K-1, image_id ()}.
+    Item: image (3, H, W) float (in [0, 1] before photometric augmentation), target {boxes (n, 4) xyxy in
+    pixels, labels (n,) 0..K-1, image_id ()}; ``None`` for an unreadable image when ``skip_corrupt``.
+
+    Raises:
+        FileNotFoundError: the annotation file or the image folder is missing (names it and the layout).
+        repro_shared.data.DataError: an image cannot be read (names the file), unless ``skip_corrupt``.
     """
 
-    def __init__(self, image_dir: str | Path, ann_file: str | Path, transforms=None, train: bool = False):
+    def __init__(self, image_dir: str | Path, ann_file: str | Path, transforms=None, train: bool = False,
+                 skip_corrupt: bool = False):
         image_dir, ann_file = Path(image_dir), Path(ann_file)
         if not ann_file.is_file():
-            raise FileNotFoundError(f"COCO annotation file {ann_file} not found; expected the COCO layout "
-                                    "<root>/annotations/instances_<split>.json with images in <root>/<split>/")
+            raise FileNotFoundError(f"COCO annotation file {ann_file} not found; expected the COCO layout {COCO_LAYOUT}")
         if not image_dir.is_dir():
-            raise FileNotFoundError(f"image folder {image_dir} not found")
-        self.image_dir, self.transforms, self.train = image_dir, transforms, train
+            raise FileNotFoundError(f"image folder {image_dir} not found; expected the COCO layout {COCO_LAYOUT}")
+        self.image_dir, self.transforms, self.train, self.skip_corrupt = image_dir, transforms, train, skip_corrupt
         self.coco = COCO(str(ann_file))
         self.cat_ids = sorted(self.coco.getCatIds())
         self.cat_to_label = {c: i for i, c in enumerate(self.cat_ids)}
@@ -74,7 +93,13 @@ class CocoDetection(Dataset):
     def __getitem__(self, idx: int):
         img_id = self.ids[idx]
         info = self.coco.loadImgs(img_id)[0]
-        image = Image.open(self.image_dir / info["file_name"]).convert("RGB")
+        try:
+            image = load_image(self.image_dir / info["file_name"])
+        except DataError as e:
+            if not self.skip_corrupt:
+                raise
+            _log.warning("skipping unreadable image (data.skip_corrupt=true): %s", e)
+            return None
         anns = [a for a in self.coco.loadAnns(self.coco.getAnnIds(imgIds=img_id))
                 if not a.get("iscrowd", 0) and a["bbox"][2] >= 1 and a["bbox"][3] >= 1]
         boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]

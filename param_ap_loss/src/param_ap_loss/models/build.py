@@ -10,7 +10,8 @@ from typing import Any
 from torch import nn
 
 from ..losses import PAPLoss
-from .backbones import build_backbone
+from ..ranking_losses import ALRPLoss
+from .backbones import ResNetBody, build_backbone, load_backbone_weights
 from .retinanet import PAPRetinaNet, retina_anchors
 
 DETECTORS = ("retinanet", "faster_rcnn", "deformable_detr")
@@ -37,24 +38,45 @@ def build_pap(cfg: Any, head: str) -> PAPLoss:
                    impl=cfg.get("impl", "fast"), reg_weight=lam, den_eps=float(cfg.get("den_eps", 0.0)))
 
 
-def build_detector(model_cfg: Any, loss_cfg: Any, num_classes: int) -> nn.Module:
-    """RetinaNet, Faster R-CNN or Deformable DETR (PAP or baseline losses), K = ``num_classes`` classes."""
+def build_alrp(loss_cfg: Any, head: str) -> ALRPLoss:
+    """aLRP loss module of head ``head`` (``bbox``, ``rpn``, ``roi``) from ``loss.{head}_weight`` /
+    ``loss.sb_period`` (official: RPN weight 0.2, period 3665 = one COCO epoch at batch 32)."""
+    return ALRPLoss(head_weight=float(loss_cfg.get(f"{head}_weight", 1.0)), period=int(loss_cfg.get("sb_period", 3665)),
+                    sb_init=float(loss_cfg.get("sb_init", 50.0)))
+
+
+def build_detector(model_cfg: Any, loss_cfg: Any, num_classes: int, init_path: str | Path | None = None,
+                   log=None) -> nn.Module:
+    """RetinaNet, Faster R-CNN or Deformable DETR with the loss of ``loss_cfg`` (PAP or a baseline row),
+    K = ``num_classes`` classes. ``init_path``: ImageNet weights of the ResNet trunk (a torchvision
+    state dict, see :func:`~param_ap_loss.models.backbones.load_backbone_weights`); None = random init.
+
+    Raises:
+        ValueError: unknown detector / backbone / loss type (lists the known ones).
+    """
     name = model_cfg.name
     if name not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; known: {', '.join(DETECTORS)}")
     bb = model_cfg.backbone
-    backbone = build_backbone(bb.name, bb.get("weights"), int(bb.get("trainable_layers", 3)),
-                              tuple(bb.returned_layers), int(model_cfg.fpn_channels), bb.get("extra_blocks"),
+    if name == "deformable_detr" and model_cfg.get("neck", "fpn") == "input_proj":
+        backbone = ResNetBody(bb.name, int(bb.get("trainable_layers", 3)), tuple(bb.returned_layers),
                               int(bb.get("width", 16)))
+    else:
+        backbone = build_backbone(bb.name, int(bb.get("trainable_layers", 3)), tuple(bb.returned_layers),
+                                  int(model_cfg.fpn_channels), bb.get("extra_blocks"), int(bb.get("width", 16)))
+    if init_path is not None:
+        load_backbone_weights(backbone, init_path, log)
     sizes = dict(train_size=int(model_cfg.train_size), test_min_size=int(model_cfg.test_min_size),
                  test_max_size=int(model_cfg.test_max_size))
+    kind, reg_input = loss_cfg.type, loss_cfg.get("reg_input", "giou")
     if name == "retinanet":
         a = model_cfg.anchors
         anchors = retina_anchors(tuple(a.strides), float(a.octave_base_scale), int(a.scales_per_octave),
                                  tuple(a.ratios))
-        pap = build_pap(loss_cfg.head, "bbox") if loss_cfg.type == "pap" else None
-        return PAPRetinaNet(backbone, num_classes, anchors, loss_type=loss_cfg.type, pap=pap,
-                            reg_input=loss_cfg.get("reg_input", "giou"), box_stds=tuple(model_cfg.box_stds),
+        return PAPRetinaNet(backbone, num_classes, anchors, loss_type=kind,
+                            pap=build_pap(loss_cfg.head, "bbox") if kind == "pap" else None,
+                            alrp=build_alrp(loss_cfg, "bbox") if kind == "alrp" else None,
+                            reg_input=reg_input, box_stds=tuple(model_cfg.box_stds),
                             giou_weight=float(loss_cfg.get("giou_weight", 2.0)),
                             pos_iou=float(model_cfg.assigner.pos_iou), neg_iou=float(model_cfg.assigner.neg_iou),
                             min_pos_iou=model_cfg.assigner.get("min_pos_iou"),
@@ -65,12 +87,19 @@ def build_detector(model_cfg: Any, loss_cfg: Any, num_classes: int) -> nn.Module
         from .deformable_detr import PAPDeformableDETR
 
         d = model_cfg.detr
-        pap = build_pap(loss_cfg.head, "bbox") if loss_cfg.type == "pap" else None
-        return PAPDeformableDETR(backbone, num_classes, loss_type=loss_cfg.type, pap=pap, num_queries=int(d.num_queries),
+        pap = build_pap(loss_cfg.head, "bbox") if kind == "pap" else None
+        return PAPDeformableDETR(backbone, num_classes, loss_type=kind, pap=pap, num_queries=int(d.num_queries),
                                  enc_layers=int(d.enc_layers), dec_layers=int(d.dec_layers), n_heads=int(d.n_heads),
                                  n_points=int(d.n_points), n_levels=int(d.n_levels), ffn_dim=int(d.ffn_dim),
-                                 reg_input=loss_cfg.get("reg_input", "giou"),
-                                 detections_per_img=int(model_cfg.detections_per_img), **sizes)
+                                 dropout=float(d.get("dropout", 0.0)), box_refine=bool(d.get("box_refine", False)),
+                                 two_stage=bool(d.get("two_stage", False)), d_model=int(model_cfg.fpn_channels),
+                                 reg_input=reg_input, detections_per_img=int(model_cfg.detections_per_img), **sizes)
     from .faster_rcnn import build_faster_rcnn
 
-    return build_faster_rcnn(backbone, num_classes, model_cfg, loss_cfg, sizes)
+    rpn_loss = roi_loss = None
+    if kind == "pap":
+        rpn_loss, roi_loss = build_pap(loss_cfg.rpn, "rpn"), build_pap(loss_cfg.roi, "roi")
+    elif kind == "alrp":
+        rpn_loss, roi_loss = build_alrp(loss_cfg, "rpn"), build_alrp(loss_cfg, "roi")
+    return build_faster_rcnn(backbone, num_classes, model_cfg, kind, sizes, rpn_loss, roi_loss, reg_input,
+                             float(loss_cfg.get("giou_weight", 10.0)))

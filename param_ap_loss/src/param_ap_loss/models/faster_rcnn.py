@@ -5,8 +5,12 @@
 * RoI head (official ``PAPLossShared2FCBBoxHead``): K sigmoid logits (no background), class-specific
   deltas; *all* proposals are used (PseudoSampler, GT boxes not added); deltas decoded with the
   proposals, quality = (GIoU(pred, GT) + 1) / 2; sigmoid test scores.
-* ``ce_giou`` baseline: torchvision's RPN loss (BCE + smooth L1) and softmax CE with background +
-  GIoU (weight 10) on 512 sampled RoIs (25 % positive, GT added).
+* ``ce_giou`` / ``ce_l1`` baselines (mmdet 2.1 base config): RPN BCE + L1 on the deltas (coder stds 1)
+  over 256 sampled anchors; RoI softmax CE with background over 512 sampled RoIs (25 % positive, GT
+  added) + GIoU x 10 on decoded boxes (``ce_giou``) or L1 on the deltas (``ce_l1``), / #sampled RoIs.
+* ``alrp`` (aLRP code base ``alrp_loss_faster_rcnn_r50_fpn_100e_coco500``): aLRP Loss in the RPN (all
+  anchors ranked, no sampling; head weight 0.2; E = GIoU loss / 2 / (1 - 0.7)) and in the RoI head (all
+  proposals, sigmoid, E = GIoU loss / 2 / (1 - 0.5)), each with its self-balancing weight.
 """
 
 from __future__ import annotations
@@ -25,12 +29,15 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.ops import MultiScaleRoIAlign, batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes, roi_align
 from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
 
+from repro_shared.guards import check_finite_inputs
+
 from ..losses import PAPLoss, giou_loss_sum, grad_scale
-from ..ops.boxes import decode_unit_anchor, localisation_quality
-from .build import build_pap
+from ..ops.boxes import decode_unit_anchor, giou_aligned, localisation_quality
+from ..ranking_losses import ALRPLoss
 from .common import MaxIoUMatcher, SizedTransform, stds_to_weights
 
-LOSS_TYPES = ("pap", "ce_giou")
+LOSS_TYPES = ("pap", "ce_giou", "ce_l1", "alrp")
+SIGMOID_LOSSES = ("pap", "alrp")  # K sigmoid logits, no background, all proposals (PseudoSampler)
 
 
 class AlignedMultiScaleRoIAlign(MultiScaleRoIAlign):
@@ -55,21 +62,42 @@ class AlignedMultiScaleRoIAlign(MultiScaleRoIAlign):
 
 
 class PAPRPN(RegionProposalNetwork):
-    """torchvision RPN whose loss is PAP over the sampled anchors when ``pap`` is given.
+    """torchvision RPN with the loss of the configured row.
 
-    With PAP the returned ``loss_objectness`` holds the whole PAP loss and ``loss_rpn_box_reg`` is 0
-    (the box branch is trained through the quality input of the same loss).
+    * ``pap`` given: PAP over the 256 sampled anchors, returned as ``loss_objectness`` (the whole PAP
+      loss; ``loss_rpn_box_reg`` = 0: the box branch is trained through the quality input of the same loss);
+    * ``alrp`` given: aLRP over all non-ignored anchors (``loss_objectness`` = L_cls, ``loss_rpn_box_reg``
+      = SB x L_loc), E = (1 - GIoU) / (2 (1 - ``pos_iou``));
+    * otherwise BCE + L1 on the deltas over the sampled anchors (mmdet ``L1Loss``, / #sampled).
     """
 
-    def __init__(self, *args, pap: PAPLoss | None = None, reg_input: str = "giou", box_stds=(0.1, 0.1, 0.2, 0.2),
-                 **kwargs):
+    def __init__(self, *args, pap: PAPLoss | None = None, alrp: ALRPLoss | None = None, reg_input: str = "giou",
+                 box_stds=(0.1, 0.1, 0.2, 0.2), pos_iou: float = 0.7, **kwargs):
         super().__init__(*args, **kwargs)
-        self.pap, self.reg_input, self.box_stds = pap, reg_input, tuple(box_stds)
+        self.pap, self.alrp, self.reg_input, self.box_stds, self.pos_iou = pap, alrp, reg_input, tuple(box_stds), pos_iou
 
     def compute_loss(self, objectness, pred_bbox_deltas, labels, regression_targets):
-        """objectness (N, 1), deltas (N, 4); labels / targets: per-image lists over all anchors."""
-        if self.pap is None:
-            return super().compute_loss(objectness, pred_bbox_deltas, labels, regression_targets)
+        """objectness (N, 1), deltas (N, 4); labels (1 pos, 0 neg, -1 ignored) / targets: per-image lists.
+
+        Raises:
+            repro_shared.guards.NonFiniteError: a prediction holds NaN / inf (named).
+        """
+        check_finite_inputs("RPN outputs", objectness=objectness, rpn_deltas=pred_bbox_deltas)
+        tgt = torch.cat(regression_targets)
+        if self.pap is None and self.alrp is None:
+            pos_masks, neg_masks = self.fg_bg_sampler(labels)
+            pos_idx = torch.where(torch.cat(pos_masks))[0]
+            sampled = torch.cat([pos_idx, torch.where(torch.cat(neg_masks))[0]])
+            box_loss = (pred_bbox_deltas[pos_idx] - tgt[pos_idx]).abs().sum() / max(sampled.numel(), 1)
+            obj_loss = F.binary_cross_entropy_with_logits(objectness.flatten()[sampled], torch.cat(labels)[sampled])
+            return obj_loss, box_loss
+        if self.alrp is not None:
+            t = torch.cat(labels).reshape(-1, 1)
+            pos_idx = (t[:, 0] == 1).nonzero().squeeze(1)
+            e = (1 - giou_aligned(decode_unit_anchor(pred_bbox_deltas[pos_idx], self.box_stds),
+                                  decode_unit_anchor(tgt[pos_idx], self.box_stds))) / (2 * (1 - self.pos_iou))
+            out = self.alrp(objectness.reshape(-1, 1), t, e)
+            return out["loss_cls"], out["loss_bbox"]
         objectness, pred_bbox_deltas = grad_scale(objectness, pred_bbox_deltas, self.pap.reg_weight)
         pos_masks, neg_masks = self.fg_bg_sampler(labels)
         pos = torch.cat(pos_masks).bool()
@@ -77,7 +105,6 @@ class PAPRPN(RegionProposalNetwork):
         t = torch.full_like(objectness.reshape(-1, 1), -1.0)
         t[pos] = 1.0
         t[neg] = 0.0
-        tgt = torch.cat(regression_targets)
         pos_idx = pos.nonzero().squeeze(1)
         if pos_idx.numel() == 0:
             return objectness.sum() * 0 + pred_bbox_deltas.sum() * 0, objectness.new_zeros(())
@@ -89,14 +116,15 @@ class PAPRPN(RegionProposalNetwork):
 
 
 class PAPRoIHeads(RoIHeads):
-    """Box-only RoI heads with the PAP loss (sigmoid, K classes) or the CE + GIoU baseline (K + 1)."""
+    """Box-only RoI heads: PAP or aLRP (sigmoid, K classes, all proposals) or the CE baselines (K + 1)."""
 
-    def __init__(self, *args, loss_type: str = "pap", pap: PAPLoss | None = None, reg_input: str = "giou",
-                 giou_weight: float = 10.0, **kwargs):
+    def __init__(self, *args, loss_type: str = "pap", pap: PAPLoss | None = None, alrp: ALRPLoss | None = None,
+                 reg_input: str = "giou", giou_weight: float = 10.0, **kwargs):
         super().__init__(*args, **kwargs)
         if loss_type not in LOSS_TYPES:
             raise ValueError(f"unknown Faster R-CNN loss_type {loss_type!r}; known: {', '.join(LOSS_TYPES)}")
-        self.loss_type, self.pap, self.reg_input, self.giou_weight = loss_type, pap, reg_input, giou_weight
+        self.loss_type, self.pap, self.alrp = loss_type, pap, alrp
+        self.reg_input, self.giou_weight = reg_input, giou_weight
 
     def _assign_all(self, proposals, targets):
         """PseudoSampler: every proposal, labels 0..K-1 for positives and -1 for negatives."""
@@ -115,7 +143,7 @@ class PAPRoIHeads(RoIHeads):
 
     def forward(self, features, proposals, image_shapes, targets=None):
         if self.training:
-            if self.loss_type == "pap":
+            if self.loss_type in SIGMOID_LOSSES:
                 proposals, labels, gts = self._assign_all(proposals, targets)
             else:
                 shifted = [{"boxes": t["boxes"], "labels": t["labels"] + 1} for t in targets]
@@ -129,30 +157,43 @@ class PAPRoIHeads(RoIHeads):
         return [{"boxes": b, "scores": s, "labels": lab} for b, s, lab in zip(boxes, scores, labels)], {}
 
     def _loss(self, cls, reg, props, labels, gts):
-        """cls (R, K[+1]), reg (R, (K[+1]) 4), proposals (R, 4), labels (R,), matched GT boxes (R, 4)."""
+        """cls (R, K[+1]), reg (R, (K[+1]) 4), proposals (R, 4), labels (R,), matched GT boxes (R, 4).
+
+        Raises:
+            repro_shared.guards.NonFiniteError: a prediction holds NaN / inf (named).
+        """
+        check_finite_inputs("RoI head outputs", class_logits=cls, box_regression=reg)
         r, k = cls.shape
-        if self.loss_type == "pap":
-            cls, reg = grad_scale(cls, reg, self.pap.reg_weight)
+        if self.loss_type in SIGMOID_LOSSES:
+            if self.loss_type == "pap":
+                cls, reg = grad_scale(cls, reg, self.pap.reg_weight)
             pos_idx = (labels >= 0).nonzero().squeeze(1)
             t = torch.zeros_like(cls)
             t[pos_idx, labels[pos_idx]] = 1.0
             if pos_idx.numel() == 0:
-                return {"loss": cls.sum() * 0 + reg.sum() * 0}
+                zero = cls.sum() * 0 + reg.sum() * 0
+                return {"loss": zero} if self.loss_type == "pap" else {"loss_cls": zero, "loss_bbox": zero}
             deltas = reg.reshape(r, k, 4)[pos_idx, labels[pos_idx]]
-            q = localisation_quality(self.box_coder.decode_single(deltas, props[pos_idx]), gts[pos_idx],
-                                     self.reg_input)
+            pred = self.box_coder.decode_single(deltas, props[pos_idx])
+            if self.loss_type == "alrp":  # E = GIoU loss / 2 / (1 - 0.5)
+                return self.alrp(cls, t, 1 - giou_aligned(pred, gts[pos_idx]))
+            q = localisation_quality(pred, gts[pos_idx], self.reg_input)
             ious = cls.new_zeros(r).index_put((pos_idx,), q)
             return {"loss": self.pap(cls, ious[:, None] * t, t)}
         loss_cls = F.cross_entropy(cls, labels)
         pos_idx = (labels > 0).nonzero().squeeze(1)
         deltas = reg.reshape(r, k, 4)[pos_idx, labels[pos_idx]]
-        loss_box = self.giou_weight * giou_loss_sum(self.box_coder.decode_single(deltas, props[pos_idx]),
-                                                    gts[pos_idx]) / max(labels.numel(), 1)
+        if self.loss_type == "ce_l1":  # mmdet L1Loss on the deltas, avg_factor = #sampled RoIs
+            tgt = self.box_coder.encode_single(gts[pos_idx], props[pos_idx])
+            loss_box = (deltas - tgt).abs().sum() / max(labels.numel(), 1)
+        else:
+            loss_box = self.giou_weight * giou_loss_sum(self.box_coder.decode_single(deltas, props[pos_idx]),
+                                                        gts[pos_idx]) / max(labels.numel(), 1)
         return {"loss_classifier": loss_cls, "loss_box_reg": loss_box}
 
     def _postprocess(self, cls, reg, proposals, image_shapes):
         """Per class: score > thresh, NMS, top ``detections_per_img``; labels 0..K-1."""
-        if self.loss_type == "pap":
+        if self.loss_type in SIGMOID_LOSSES:
             scores_all = torch.sigmoid(cls)
         else:
             scores_all = F.softmax(cls, -1)[:, 1:]
@@ -176,11 +217,20 @@ class PAPRoIHeads(RoIHeads):
         return out_b, out_s, out_l
 
 
-def build_faster_rcnn(backbone: nn.Module, num_classes: int, model_cfg: Any, loss_cfg: Any, sizes: dict) -> nn.Module:
-    """Faster R-CNN from the ``model`` / ``loss`` config nodes (see ``configs/model/faster_rcnn_*.yaml``)."""
-    if loss_cfg.type not in LOSS_TYPES:
-        raise ValueError(f"loss {loss_cfg.type!r} does not fit Faster R-CNN; use one of {', '.join(LOSS_TYPES)}")
-    pap = loss_cfg.type == "pap"
+def build_faster_rcnn(backbone: nn.Module, num_classes: int, model_cfg: Any, loss_type: str, sizes: dict,
+                      rpn_loss: PAPLoss | ALRPLoss | None = None, roi_loss: PAPLoss | ALRPLoss | None = None,
+                      reg_input: str = "giou", giou_weight: float = 10.0) -> nn.Module:
+    """Faster R-CNN from the ``model`` config node (``configs/model/faster_rcnn_*.yaml``) and the loss of
+    the row: ``rpn_loss`` / ``roi_loss`` are the PAP or aLRP modules of the two heads (None for CE).
+
+    Raises:
+        ValueError: unknown ``loss_type`` (lists the known ones) or a missing loss module.
+    """
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss {loss_type!r} does not fit Faster R-CNN; use one of {', '.join(LOSS_TYPES)}")
+    sigmoid = loss_type in SIGMOID_LOSSES
+    if sigmoid and (rpn_loss is None or roi_loss is None):
+        raise ValueError(f"loss_type {loss_type!r} needs its RPN and RoI loss modules")
     rc = model_cfg.rpn
     anchors = AnchorGenerator(sizes=tuple((int(s),) for s in rc.anchor_sizes),
                               aspect_ratios=(tuple(rc.ratios),) * len(rc.anchor_sizes))
@@ -190,11 +240,12 @@ def build_faster_rcnn(backbone: nn.Module, num_classes: int, model_cfg: Any, los
                  batch_size_per_image=int(rc.sampler.num), positive_fraction=float(rc.sampler.pos_fraction),
                  pre_nms_top_n={"training": int(rc.pre_nms_top_n.train), "testing": int(rc.pre_nms_top_n.test)},
                  post_nms_top_n={"training": int(rc.post_nms_top_n.train), "testing": int(rc.post_nms_top_n.test)},
-                 nms_thresh=float(rc.nms_thresh), pap=build_pap(loss_cfg.rpn, "rpn") if pap else None,
-                 reg_input=loss_cfg.get("reg_input", "giou"), box_stds=tuple(rc.box_stds))
+                 nms_thresh=float(rc.nms_thresh), pap=rpn_loss if loss_type == "pap" else None,
+                 alrp=rpn_loss if loss_type == "alrp" else None, reg_input=reg_input, box_stds=tuple(rc.box_stds),
+                 pos_iou=float(rc.assigner.pos_iou))
     rpn.proposal_matcher = MaxIoUMatcher(float(rc.assigner.pos_iou), float(rc.assigner.neg_iou),
                                          rc.assigner.get("min_pos_iou"))
-    if pap:
+    if sigmoid:  # PAP / aLRP RPN coder stds (0.1, 0.1, 0.2, 0.2); the CE baselines keep mmdet's base 1.0
         rpn.box_coder = BoxCoder(stds_to_weights(rc.box_stds))
     roi = model_cfg.roi
     rep = int(roi.representation_size)
@@ -205,7 +256,7 @@ def build_faster_rcnn(backbone: nn.Module, num_classes: int, model_cfg: Any, los
         if isinstance(m, nn.Linear):
             nn.init.xavier_uniform_(m.weight)
             nn.init.zeros_(m.bias)
-    predictor = FastRCNNPredictor(rep, num_classes if pap else num_classes + 1)
+    predictor = FastRCNNPredictor(rep, num_classes if sigmoid else num_classes + 1)
     nn.init.normal_(predictor.cls_score.weight, std=0.01)
     nn.init.normal_(predictor.bbox_pred.weight, std=0.001)
     nn.init.zeros_(predictor.cls_score.bias)
@@ -213,9 +264,9 @@ def build_faster_rcnn(backbone: nn.Module, num_classes: int, model_cfg: Any, los
     heads = PAPRoIHeads(pool, box_head, predictor, float(roi.assigner.pos_iou), float(roi.assigner.neg_iou),
                         int(roi.sampler.num), float(roi.sampler.pos_fraction),
                         stds_to_weights(roi.box_stds), float(model_cfg.score_thresh), float(model_cfg.nms_thresh),
-                        int(model_cfg.detections_per_img), loss_type=loss_cfg.type,
-                        pap=build_pap(loss_cfg.roi, "roi") if pap else None, reg_input=loss_cfg.get("reg_input", "giou"),
-                        giou_weight=float(loss_cfg.get("giou_weight", 10.0)))
+                        int(model_cfg.detections_per_img), loss_type=loss_type,
+                        pap=roi_loss if loss_type == "pap" else None, alrp=roi_loss if loss_type == "alrp" else None,
+                        reg_input=reg_input, giou_weight=giou_weight)
     heads.fg_bg_sampler = BalancedPositiveNegativeSampler(int(roi.sampler.num), float(roi.sampler.pos_fraction))
     transform = SizedTransform(sizes["train_size"], sizes["test_min_size"], sizes["test_max_size"])
     return GeneralizedRCNN(backbone, rpn, heads, transform)

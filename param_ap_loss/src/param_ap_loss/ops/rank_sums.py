@@ -134,3 +134,38 @@ def rank_ratio(z: torch.Tensor, w: torch.Tensor, s: torch.Tensor, num: SegmentTa
                den_eps: float = 0.0) -> torch.Tensor:
     """Functional form of :class:`RankRatio`; ``den`` is a table (no gradient), ``"sign"`` or ``"step"``."""
     return RankRatio.apply(z, w, s, num, den, float(den_eps))
+
+
+def _linear_step_table() -> SegmentTable:
+    from .piecewise import segment_table
+
+    ident = torch.tensor([0.0, 0.0, 0.2, 0.2, 0.4, 0.4, 0.6, 0.6, 0.8, 0.8, 1.0, 1.0], dtype=torch.float64)
+    return segment_table(ident)
+
+
+def soft_counts(keys: torch.Tensor, weights: torch.Tensor, queries: torch.Tensor, delta: float = 1.0) -> torch.Tensor:
+    """``out_i = sum_k w_k H(keys_k - queries_i)`` with ``H(d) = clamp(d / (2 delta) + 1/2, 0, 1)``
+    (the smoothed step of AP-Loss / aLRP Loss), no gradient; sort + prefix sums, float64.
+
+    keys (N,), weights (N,), queries (Q,) -> (Q,) float64. O((N + Q) log N) time, O(N + Q) memory.
+    """
+    k = keys.detach().to(torch.float64) / delta
+    q = queries.detach().to(torch.float64) / delta
+    k_sorted, order = torch.sort(k)
+    w = weights.detach().to(torch.float64)[order]
+    val, _ = _sums_over_ranked(k_sorted, _prefix(w), _prefix(w * k_sorted), q, _linear_step_table())
+    return val
+
+
+def soft_counts_transposed(keys: torch.Tensor, queries: torch.Tensor, coeffs: torch.Tensor,
+                           delta: float = 1.0) -> torch.Tensor:
+    """``out_k = sum_i c_i H(keys_k - queries_i)`` for every key (the transposed sum of :func:`soft_counts`,
+    e.g. the error-driven gradient of each negative), no gradient; float64.
+
+    keys (N,), queries (Q,), coeffs (Q,) -> (N,) float64.
+    """
+    k = keys.detach().to(torch.float64) / delta
+    q_sorted, order = torch.sort(queries.detach().to(torch.float64) / delta)
+    c = coeffs.detach().to(torch.float64)[order]
+    val, _ = _sums_over_positives(k, q_sorted, _prefix(c), _prefix(c * q_sorted), _linear_step_table())
+    return val
