@@ -1,13 +1,24 @@
 """Training and evaluation loops (spec §3.3, §3.4): AdamW (backbone lr x0.5), linear warmup (start 1/3),
 step decay x0.1, gradient clipping 35, gradient accumulation to the paper's global batch; evaluation =
-NMS-free decoding -> nuScenes results JSON -> devkit DetectionEval."""
+NMS-free decoding -> nuScenes results JSON -> devkit DetectionEval.
+
+Exact resume: the loader is ``repro_shared.data.build_loader`` (sample order seeded by (seed, epoch), each
+sample's augmentation by (seed, epoch, index)) and every micro-batch reseeds the global RNGs with
+``seed_step(seed, epoch, index)`` (GridMask, dropout). Micro-batch ``k`` of the run is batch ``k mod
+len(loader)`` of epoch ``k div len(loader)``, and optimizer step ``s`` consumes micro-batches
+``s * accum ... (s + 1) * accum - 1``: a checkpoint's step count alone says where to continue, also in the
+middle of an epoch. The lr is a function of the step. Nothing else carries state from step to step (history
+frames are loaded with each sample, there is no recurrent queue).
+"""
 
 from __future__ import annotations
 
-import math
 import time
 
 import torch
+
+from repro_shared.data import seed_step
+from repro_shared.guards import check_finite
 
 from .data.dataset import collate
 from .data.nusc_eval import boxes_to_results, evaluate_results
@@ -35,68 +46,89 @@ def lr_factor(it: int, warmup_iters: int, warmup_ratio: float, step_iters) -> fl
 
 
 def to_device(batch: dict, device) -> dict:
+    """Move the tensors a forward pass reads to ``device``; ``flip`` and the python flags stay on the host."""
     out = dict(batch)
-    for k in ("imgs", "lidar2img", "bda", "flip", "intrinsics", "ego_k2t"):
-        out[k] = batch[k].to(device)
+    for k in ("imgs", "lidar2img", "bda", "intrinsics", "ego_k2t"):
+        out[k] = batch[k].to(device, non_blocking=True)
     out["gt_boxes"] = [g.to(device) for g in batch["gt_boxes"]]
     out["gt_labels"] = [g.to(device) for g in batch["gt_labels"]]
     return out
 
 
-def infinite_loader(dataset, batch_size: int, num_workers: int, seed: int, rank: int = 0, world: int = 1):
-    """Epoch-wise shuffled batches (distributed: every rank takes its own stride of the permutation)."""
-    epoch = 0
+def micro_batches(loader, first: int):
+    """Yield ``(epoch, index in epoch, batch)`` of a ``ResumableLoader`` from global micro-batch ``first`` on."""
+    epoch, start = divmod(first, len(loader))
     while True:
-        g = torch.Generator().manual_seed(seed + epoch)
-        perm = torch.randperm(len(dataset), generator=g).tolist()[rank::world]
-        dataset.epoch = epoch
-        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, perm), batch_size=batch_size,
-                                             shuffle=False, num_workers=num_workers, collate_fn=collate)
-        yield from loader
-        epoch += 1
+        loader.set_epoch(epoch, start)
+        for i, batch in enumerate(loader, start=start):
+            yield epoch, i, batch
+        epoch, start = epoch + 1, 0
 
 
-def train(model, dataset, cfg, ctx, groups: int, seed: int = 0, start_iter: int = 0, optimizer=None,
+def train(model, loader, cfg, ctx, groups: int, seed: int = 0, start_step: int = 0, optimizer=None,
           save_fn=None) -> dict:
-    """Run ``cfg.iters`` optimiser steps (each = ``cfg.accum`` micro-batches). Returns the last logged values."""
+    """Run optimizer steps ``start_step .. cfg.iters - 1`` (each = ``cfg.accum`` micro-batches of ``loader``).
+
+    Logs (``ctx.metrics``, step = steps done) every ``cfg.log_every`` steps, calls ``save_fn(step, optimizer)``
+    every ``cfg.ckpt_every`` steps. Returns the last step's logged values.
+
+    Raises:
+        NonFiniteError: at the first non-finite prediction, loss term or gradient norm, naming the step (the
+            1-based optimizer step being computed) and the term; nothing of that step is applied or saved.
+    """
     device = ctx.device
     core = model.module if hasattr(model, "module") else model
     optimizer = optimizer or build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.backbone_lr_mult)
     steps = [int(round(f * cfg.iters)) for f in cfg.lr_step_frac]
-    batches = infinite_loader(dataset, cfg.batch_size, cfg.num_workers, seed + 1000 * start_iter, ctx.dist.rank,
-                              ctx.dist.world_size)
+    stream = micro_batches(loader, start_step * cfg.accum)
+    perspective = core.perspective and cfg.lambda_pers > 0
     model.train()
-    last, t0 = {}, time.time()
-    for it in range(start_iter, cfg.iters):
+    last, t0, skipped, cur_epoch = {}, time.time(), 0, None
+    for it in range(start_step, cfg.iters):
         f = lr_factor(it, cfg.warmup_iters, cfg.warmup_ratio, steps)
         for g in optimizer.param_groups:
             g["lr"] = g["initial_lr"] * f
-        logs: dict[str, float] = {}
+        sums: dict[str, float] = {}
         for _ in range(cfg.accum):
-            batch = to_device(next(batches), device)
+            epoch, index, batch = next(stream)
+            if epoch != cur_epoch:
+                _report_skipped(ctx, cur_epoch, skipped)
+                cur_epoch, skipped = epoch, 0
+            skipped += len(batch["skipped"])
+            seed_step(seed, epoch, index)
+            batch = to_device(batch, device)
             out = model(batch)
-            losses = detector_losses(out, batch, groups, core.perspective and cfg.lambda_pers > 0,
-                                    core.fix_smooth_l1)
+            check_finite({"all_cls": out["all_cls"], "all_reg": out["all_reg"]}, step=it + 1, epoch=epoch,
+                         what="prediction")
+            losses = detector_losses(out, batch, groups, perspective, core.fix_smooth_l1)
             loss = total_loss(losses, cfg.lambda_bev, cfg.lambda_pers) / cfg.accum
+            names = [*losses, "loss"]
+            values = torch.stack([v.detach().float() for v in losses.values()] + [loss.detach().float()]).tolist()
+            check_finite(dict(zip(names, values)), step=it + 1, epoch=epoch)
             loss.backward()
-            for k, v in losses.items():
-                logs[k] = logs.get(k, 0.0) + float(v.detach()) / cfg.accum
-            logs["loss"] = logs.get("loss", 0.0) + float(loss.detach())
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            for k, v in zip(names, values):
+                sums[k] = sums.get(k, 0.0) + (v if k == "loss" else v / cfg.accum)
+        gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+        check_finite({"grad_norm": gnorm}, step=it + 1, epoch=cur_epoch, what="gradient norm")
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        logs.update(lr=optimizer.param_groups[0]["lr"], grad_norm=float(gnorm))
-        logs["loss_bev"] = sum(v for k, v in logs.items() if k.endswith(("loss_cls", "loss_bbox")))
-        if not math.isfinite(logs["loss"]):
-            raise FloatingPointError(f"non-finite loss at iteration {it}: {logs}")
+        logs = dict(sums, lr=optimizer.param_groups[0]["lr"], grad_norm=gnorm, epoch=cur_epoch)
+        logs["loss_bev"] = sum(v for k, v in sums.items() if k.endswith(("loss_cls", "loss_bbox")))
         if (it + 1) % cfg.log_every == 0 or it + 1 == cfg.iters:
             ctx.metrics.log(logs, step=it + 1)
             ctx.log.info("it %d/%d loss %.4f (bev %.4f) lr %.2e %.2fs/it", it + 1, cfg.iters, logs["loss"],
-                         logs["loss_bev"], logs["lr"], (time.time() - t0) / (it + 1 - start_iter))
+                         logs["loss_bev"], logs["lr"], (time.time() - t0) / (it + 1 - start_step))
         if save_fn is not None and cfg.ckpt_every and (it + 1) % cfg.ckpt_every == 0:
             save_fn(it + 1, optimizer)
         last = logs
+    _report_skipped(ctx, cur_epoch, skipped)
     return last
+
+
+def _report_skipped(ctx, epoch, skipped: int) -> None:
+    if epoch is not None and skipped:
+        ctx.log.warning("epoch %d: %d unreadable training samples were replaced (data.skip_corrupt=true); "
+                        "their files are named in the warnings above", epoch, skipped)
 
 
 @torch.no_grad()

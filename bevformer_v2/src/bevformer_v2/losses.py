@@ -10,19 +10,22 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
+from repro_shared.guards import check_finite_inputs
+
 from .models.dd3d import (SIZES_OF_INTEREST, box3d_corners, canonical_sizes, flatten_level_maps, locations_of,
                           predictions_to_boxes3d, quat_to_matrix)
 
 CODE_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.2, 0.2)
 
 
-def reduce_mean(x: float, device) -> float:
-    """Mean of a scalar over GPUs (official ``sync_cls_avg_factor`` / DD3D ``reduce_sum / world``)."""
+def reduce_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean of a scalar tensor over the process group (official ``sync_cls_avg_factor`` / DD3D
+    ``reduce_sum / world``); stays on the device (no host sync)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        t = torch.tensor(float(x), device=device)
-        torch.distributed.all_reduce(t)
-        return float(t) / torch.distributed.get_world_size()
-    return float(x)
+        x = x.clone()
+        torch.distributed.all_reduce(x)
+        return x / torch.distributed.get_world_size()
+    return x
 
 
 # ------------------------------------------------------------------------------------------ BEV head (§3.1)
@@ -46,57 +49,90 @@ def normalize_bbox(boxes: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def match_cost(cls_logits: torch.Tensor, bbox_pred: torch.Tensor, gt_norm: torch.Tensor, gt_labels: torch.Tensor,
+               cls_weight: float = 2.0, reg_weight: float = 0.75) -> torch.Tensor:
+    """Official 3D Hungarian cost (spec §3.1), batched: cls_logits (..., Q, K), bbox_pred (..., Q, 10),
+    gt_norm (n, 10), gt_labels (n,) -> (..., Q, n).
+
+    C = 2.0 * FocalCost(p = sigmoid(logit[label])) + 0.75 * sum_{d<8} smoothL1_{beta=1}(pred_d - gt_d).
+    Entries made non-finite by a non-finite *target* (e.g. the log of a zero box size) are set to 1e8 so that
+    such a GT is matched last; the predictions are checked finite by the caller.
+    """
+    eps, alpha, gamma = 1e-12, 0.25, 2.0
+    p = cls_logits.float().sigmoid()[..., gt_labels]
+    neg = -(1 - p + eps).log() * (1 - alpha) * p.pow(gamma)
+    pos = -(p + eps).log() * alpha * (1 - p).pow(gamma)
+    cost = cls_weight * (pos - neg)
+    for d in range(8):  # one (..., Q, n) slab per dimension keeps the peak memory at one cost matrix
+        cost += reg_weight * smooth_l1(bbox_pred[..., :, None, d].float() - gt_norm[:, d].float())
+    return torch.where(torch.isfinite(cost), cost, torch.full_like(cost, 1e8))
+
+
+@torch.no_grad()
+def hungarian_assign(costs: torch.Tensor) -> list:
+    """costs (N, Q, n) -> N pairs (query index, gt index) as long tensors on ``costs.device``.
+
+    scipy ``linear_sum_assignment`` on the CPU, as the official code; one device-to-host copy for all N."""
+    host = costs.cpu().numpy()
+    pairs = [linear_sum_assignment(c) for c in host]
+    return [(torch.as_tensor(q, dtype=torch.long, device=costs.device),
+             torch.as_tensor(g, dtype=torch.long, device=costs.device)) for q, g in pairs]
+
+
+@torch.no_grad()
 def hungarian_match(cls_logits: torch.Tensor, bbox_pred: torch.Tensor, gt_norm: torch.Tensor,
                     gt_labels: torch.Tensor, cls_weight: float = 2.0, reg_weight: float = 0.75):
-    """Official 3D Hungarian assignment. cls_logits (Q, K), bbox_pred (Q, 10), gt_norm (n, 10) -> (q_idx, gt_idx).
+    """Official 3D Hungarian assignment of one prediction set: cls_logits (Q, K), bbox_pred (Q, 10),
+    gt_norm (n, 10) -> (q_idx, gt_idx).
 
-    C = 2.0 * FocalCost + 0.75 * sum_{d<8} smoothL1_{beta=1}(pred_d - gt_d)   (spec §3.1).
+    Raises:
+        NonFiniteError: a prediction holds a NaN / inf (``repro_shared.guards.check_finite_inputs``).
     """
+    check_finite_inputs("BEV-head Hungarian matcher", cls_logits=cls_logits, bbox_pred=bbox_pred)
     if gt_norm.shape[0] == 0:
         empty = torch.zeros(0, dtype=torch.long, device=cls_logits.device)
         return empty, empty
-    eps, alpha, gamma = 1e-12, 0.25, 2.0
-    p = cls_logits.float().sigmoid()[:, gt_labels]
-    neg = -(1 - p + eps).log() * (1 - alpha) * p.pow(gamma)
-    pos = -(p + eps).log() * alpha * (1 - p).pow(gamma)
-    c_cls = pos - neg
-    c_reg = smooth_l1(bbox_pred[:, None, :8].float() - gt_norm[None, :, :8].float()).sum(-1)
-    cost = (cls_weight * c_cls + reg_weight * c_reg).nan_to_num(1e8, 1e8, -1e8).cpu().numpy()
-    qi, gi = linear_sum_assignment(cost)
-    dev = cls_logits.device
-    return torch.as_tensor(qi, dtype=torch.long, device=dev), torch.as_tensor(gi, dtype=torch.long, device=dev)
+    return hungarian_assign(match_cost(cls_logits, bbox_pred, gt_norm, gt_labels, cls_weight, reg_weight)[None])[0]
 
 
 def bev_head_loss(all_cls: torch.Tensor, all_reg: torch.Tensor, gt_boxes: list, gt_labels: list, groups: int = 1,
                   cls_weight: float = 2.0, bbox_weight: float = 0.75) -> dict:
     """L_bev (spec §3.1). all_cls (L, B, Q_total, K), all_reg (L, B, Q_total, 10) with Q_total = G * Qg
-    (groups contiguous). Returns ``loss_cls``/``loss_bbox`` (last layer), ``d{i}.loss_*`` (earlier layers),
-    each averaged over groups."""
+    (groups contiguous). Every (layer, group, sample) is matched independently (one host copy of all cost
+    matrices per sample). Returns ``loss_cls``/``loss_bbox`` (last layer) and ``d{i}.loss_*`` (earlier
+    layers), each averaged over groups and divided by ``avg_factor`` = number of GT boxes (mean over GPUs).
+
+    No ``nan_to_num``: a non-finite prediction stops the matcher with ``NonFiniteError``; rows whose
+    normalised *target* is non-finite are dropped from the box loss (official behaviour).
+    """
     L, B, Qt, K = all_cls.shape
     Qg = Qt // groups
-    gt_norm = [normalize_bbox(g) for g in gt_boxes]
-    num_pos = max(reduce_mean(sum(len(g) for g in gt_boxes), all_cls.device), 1.0)  # avg_factor
+    check_finite_inputs("BEV-head Hungarian matcher", cls_logits=all_cls, bbox_pred=all_reg)
+    cls = all_cls.view(L, B, groups, Qg, K)
+    reg = all_reg.view(L, B, groups, Qg, -1)
+    num_pos = reduce_mean(all_cls.new_tensor(float(sum(len(g) for g in gt_boxes)))).clamp(min=1.0)
+    target = torch.zeros_like(cls)
+    l_box = all_reg.new_zeros(L)
     cw = all_reg.new_tensor(CODE_WEIGHTS)
+    for b in range(B):
+        if len(gt_labels[b]) == 0:
+            continue
+        gt_norm, lab = normalize_bbox(gt_boxes[b]), gt_labels[b]
+        pairs = hungarian_assign(match_cost(cls[:, b].flatten(0, 1), reg[:, b].flatten(0, 1), gt_norm, lab))
+        lg = torch.cat([torch.full_like(q, k) for k, (q, _) in enumerate(pairs)])  # flat (layer, group) id
+        qi, gi = torch.cat([q for q, _ in pairs]), torch.cat([g for _, g in pairs])
+        li, grp = lg // groups, lg % groups
+        target[li, b, grp, qi, lab[gi]] = 1.0
+        tgt = gt_norm[gi]
+        diff = torch.where(torch.isfinite(tgt).all(-1, keepdim=True), reg[li, b, grp, qi] - tgt,
+                           torch.zeros_like(tgt))
+        l_box = l_box.index_add(0, li, (smooth_l1(diff) * cw).sum(-1))
+    l_cls = sigmoid_focal_loss(cls, target).flatten(1).sum(-1)  # (L,)
     losses = {}
     for lid in range(L):
-        l_cls = all_cls.new_zeros(())
-        l_box = all_cls.new_zeros(())
-        for g in range(groups):
-            sl = slice(g * Qg, (g + 1) * Qg)
-            for b in range(B):
-                cls, reg = all_cls[lid, b, sl], all_reg[lid, b, sl]
-                qi, gi = hungarian_match(cls, reg, gt_norm[b], gt_labels[b])
-                target = torch.zeros_like(cls)
-                target[qi, gt_labels[b][gi]] = 1.0
-                l_cls = l_cls + sigmoid_focal_loss(cls, target).sum()
-                if len(qi):
-                    tgt = gt_norm[b][gi]
-                    ok = torch.isfinite(tgt).all(-1, keepdim=True).to(reg)
-                    diff = (reg[qi] - tgt.nan_to_num()) * ok
-                    l_box = l_box + (smooth_l1(diff) * cw).sum()
         prefix = "" if lid == L - 1 else f"d{lid}."
-        losses[prefix + "loss_cls"] = (cls_weight * l_cls / num_pos / groups).nan_to_num()
-        losses[prefix + "loss_bbox"] = (bbox_weight * l_box / num_pos / groups).nan_to_num()
+        losses[prefix + "loss_cls"] = cls_weight * l_cls[lid] / num_pos / groups
+        losses[prefix + "loss_bbox"] = bbox_weight * l_box[lid] / num_pos / groups
     return losses
 
 
@@ -112,9 +148,10 @@ def dd3d_smooth_l1(x: torch.Tensor, beta: float = 0.05, fixed: bool = False) -> 
 @torch.no_grad()
 def fcos_targets(locations: torch.Tensor, level_ids: torch.Tensor, strides, boxes2d: torch.Tensor,
                  center_radius: float = 1.5) -> tuple:
-    """FCOS assignment of one image (spec §3.2). locations (S, 2), boxes2d (m, 4).
+    """FCOS assignment of one image (spec §3.2). locations (S, 2) as (x, y) px, boxes2d (m, 4) as (x1, y1, x2, y2).
 
-    Returns matched gt index per location (S,) (-1 = background) and ltrb targets (S, 4).
+    Returns the matched gt index per location (S,) (-1 = background) and the ltrb targets (S, 4) =
+    (x - x1, y - y1, x2 - x, y2 - y): (left, top, right, bottom). No host sync.
     """
     S = locations.shape[0]
     if boxes2d.shape[0] == 0:
@@ -122,19 +159,26 @@ def fcos_targets(locations: torch.Tensor, level_ids: torch.Tensor, strides, boxe
     x, y = locations[:, 0:1], locations[:, 1:2]
     x1, y1, x2, y2 = boxes2d.unbind(-1)
     ltrb = torch.stack([x - x1, y - y1, x2 - x, y2 - y], -1)  # (S, m, 4)
-    stride = locations.new_tensor(strides)[level_ids][:, None] * center_radius
+    radius = locations.new_tensor(strides)[level_ids][:, None] * center_radius
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    cb = torch.stack([torch.maximum(cx - stride, x1), torch.maximum(cy - stride, y1),
-                      torch.minimum(cx + stride, x2), torch.minimum(cy + stride, y2)], -1)
+    cb = torch.stack([torch.maximum(cx - radius, x1), torch.maximum(cy - radius, y1),
+                      torch.minimum(cx + radius, x2), torch.minimum(cy + radius, y2)], -1)
     in_centre = torch.stack([x - cb[..., 0], y - cb[..., 1], cb[..., 2] - x, cb[..., 3] - y], -1).min(-1)[0] > 0
     max_reg = ltrb.max(-1)[0]
     soi = locations.new_tensor(SIZES_OF_INTEREST)[level_ids]
     in_range = (max_reg >= soi[:, 0:1]) & (max_reg <= soi[:, 1:2])
-    area = ((x2 - x1) * (y2 - y1))[None].expand(S, -1).clone()
-    area[~(in_centre & in_range)] = float("inf")
+    area = ((x2 - x1) * (y2 - y1))[None].expand(S, -1)
+    area = torch.where(in_centre & in_range, area, torch.full_like(area, float("inf")))
     min_area, idx = area.min(-1)
-    idx[torch.isinf(min_area)] = -1
+    idx = torch.where(torch.isinf(min_area), torch.full_like(idx, -1), idx)
     return idx, ltrb[torch.arange(S, device=locations.device), idx.clamp(min=0)]
+
+
+def centerness_target(ltrb: torch.Tensor) -> torch.Tensor:
+    """FCOS centre-ness (spec §3.2): ltrb (..., 4) = (left, top, right, bottom) ->
+    sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b)); 1 at the box centre, whatever the box's aspect."""
+    l, t, r, b = ltrb.unbind(-1)
+    return ((torch.minimum(l, r) / torch.maximum(l, r)) * (torch.minimum(t, b) / torch.maximum(t, b))).sqrt()
 
 
 def _giou_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -153,38 +197,30 @@ def _giou_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def dd3d_loss(out: dict, targets: list, strides, fix_smooth_l1: bool = False) -> dict:
-    """L_pers (spec §3.2). ``out`` from ``NuscenesDD3D`` over n images; ``targets``: n dicts with boxes2d,
-    labels, box3d (m, 10) = (qw, qx, qy, qz, tx, ty, tz, w, l, h) camera frame, attr, speed, K (3, 3)."""
+    """L_pers (spec §3.2). ``out`` from ``NuscenesDD3D`` over n images; ``targets``: n dicts with boxes2d
+    (m, 4) xyxy px, labels, box3d (m, 10) = (qw, qx, qy, qz, tx, ty, tz, w, l, h) camera frame, attr, speed,
+    K (3, 3). One host sync (the positive locations); the normalisers stay on the device."""
     n, K = out["cls"][0].shape[:2]
     dev = out["cls"][0].device
     locs, lvl = locations_of([m.shape[-2:] for m in out["cls"]], strides, dev)
-    S = locs.shape[0]
     cls = flatten_level_maps(out["cls"])  # (n, S, K)
     box2d, ctr = flatten_level_maps(out["box2d"]), flatten_level_maps(out["ctr"])[..., 0]
     quat, pc = flatten_level_maps(out["quat"], 4), flatten_level_maps(out["proj_ctr"], 2)
     depth, size = flatten_level_maps(out["depth"]), flatten_level_maps(out["size"], 3)
     conf, attr, speed = flatten_level_maps(out["conf3d"]), flatten_level_maps(out["attr"]), flatten_level_maps(
         out["speed"])[..., 0]
-    im_idx, loc_idx, gt_of = [], [], []
-    labels_all = torch.zeros(n, S, K, device=dev)
-    ltrb_t = []
-    flat_targets = {k: [] for k in ("box3d", "labels", "attr", "speed", "K")}
-    offset = 0
-    for i, t in enumerate(targets):
-        idx, ltrb = fcos_targets(locs, lvl, strides, t["boxes2d"].to(dev))
-        pos = (idx >= 0).nonzero().flatten()
-        labels_all[i, pos, t["labels"].to(dev)[idx[pos]]] = 1.0
-        im_idx.append(torch.full_like(pos, i))
-        loc_idx.append(pos)
-        gt_of.append(idx[pos] + offset)
-        ltrb_t.append(ltrb[pos])
-        offset += len(t["labels"])
-        for k in ("box3d", "labels", "attr", "speed"):
-            flat_targets[k].append(t[k].to(dev))
-        flat_targets["K"].append(t["K"].to(dev)[None].expand(len(t["labels"]), 3, 3))
-    im_idx, loc_idx, gt_of, ltrb_t = (torch.cat(x) for x in (im_idx, loc_idx, gt_of, ltrb_t))
-    ft = {k: torch.cat(v) for k, v in flat_targets.items()}
-    num_pos = max(reduce_mean(len(loc_idx), dev), 1.0)
+    assigned = [fcos_targets(locs, lvl, strides, t["boxes2d"].to(dev)) for t in targets]
+    idx = torch.stack([a[0] for a in assigned])  # (n, S) gt index within its image, -1 = background
+    ltrb_all = torch.stack([a[1] for a in assigned])  # (n, S, 4)
+    counts = [len(t["labels"]) for t in targets]
+    first_gt = torch.tensor([0] + counts[:-1], device=dev).cumsum(0)  # first flat gt index of each image
+    ft = {k: torch.cat([t[k].to(dev) for t in targets]) for k in ("box3d", "labels", "attr", "speed")}
+    ft["K"] = torch.cat([t["K"].to(dev)[None].expand(c, 3, 3) for t, c in zip(targets, counts)])
+    im_idx, loc_idx = (idx >= 0).nonzero(as_tuple=True)  # the one host sync
+    gt_of = idx[im_idx, loc_idx] + first_gt[im_idx]
+    labels_all = torch.zeros(n, locs.shape[0], K, device=dev)
+    labels_all[im_idx, loc_idx, ft["labels"][gt_of]] = 1.0
+    num_pos = reduce_mean(torch.tensor(float(len(loc_idx)), device=dev)).clamp(min=1.0)
     losses = {"loss_cls2d": sigmoid_focal_loss(cls, labels_all).sum() / num_pos}
     zero = sum(m.sum() for maps in out.values() for m in maps) * 0.0  # keeps every head output in the graph
     if len(loc_idx) == 0:
@@ -192,9 +228,9 @@ def dd3d_loss(out: dict, targets: list, strides, fix_smooth_l1: bool = False) ->
                   "loss_box3d_size", "loss_conf3d", "loss_attr", "loss_speed"):
             losses[k] = zero
         return losses
-    l, r, tt, b = ltrb_t.unbind(-1)
-    ctr_t = ((torch.minimum(l, r) / torch.maximum(l, r)) * (torch.minimum(tt, b) / torch.maximum(tt, b))).sqrt()
-    denom = max(reduce_mean(ctr_t.sum(), dev), 1e-6)
+    ltrb_t = ltrb_all[im_idx, loc_idx]
+    ctr_t = centerness_target(ltrb_t)
+    denom = reduce_mean(ctr_t.sum()).clamp(min=1e-6)
     losses["loss_box2d"] = (_giou_loss(box2d[im_idx, loc_idx], ltrb_t) * ctr_t).sum() / denom
     losses["loss_centerness"] = F.binary_cross_entropy_with_logits(ctr[im_idx, loc_idx], ctr_t,
                                                                    reduction="sum") / num_pos
@@ -225,17 +261,17 @@ def dd3d_loss(out: dict, targets: list, strides, fix_smooth_l1: bool = False) ->
     conf_t = torch.exp(-err / 1.0)
     losses["loss_conf3d"] = (F.binary_cross_entropy_with_logits(conf[im_idx, loc_idx][ar, lab], conf_t,
                                                                 reduction="none") * ctr_t).sum() / denom
+    # attribute: plain mean CE over positives with a known attribute (id 3 = ignore); 0 when there is none
     a_t = ft["attr"][gt_of]
-    ok = a_t != 3
-    losses["loss_attr"] = 0.2 * (F.cross_entropy(attr[im_idx, loc_idx][ok], a_t[ok]) if ok.any() else zero)
+    known = a_t != 3
+    ce = F.cross_entropy(attr[im_idx, loc_idx], torch.where(known, a_t, torch.zeros_like(a_t)), reduction="none")
+    losses["loss_attr"] = 0.2 * (ce * known).sum() / known.sum().clamp(min=1) + zero
+    # speed: centre-ness-weighted smooth-L1 over positives with a finite speed target (NaN = unknown)
     s_t = ft["speed"][gt_of]
     ok = torch.isfinite(s_t)
-    if ok.any():
-        w = ctr_t[ok]
-        losses["loss_speed"] = 0.2 * (w * smooth_l1(speed[im_idx, loc_idx][ok] - s_t[ok], 0.05)).sum() / w.sum().clamp(
-            min=1e-6)
-    else:
-        losses["loss_speed"] = zero
+    w = ctr_t * ok
+    d = torch.where(ok, speed[im_idx, loc_idx] - torch.where(ok, s_t, torch.zeros_like(s_t)), torch.zeros_like(s_t))
+    losses["loss_speed"] = 0.2 * (w * smooth_l1(d, 0.05)).sum() / w.sum().clamp(min=1e-6)
     return losses
 
 

@@ -8,10 +8,15 @@ One code path for real nuScenes (trainval / mini) and the synthetic set. Per sam
   the network flips features back), PhotoMetricDistortion (train, per frame), caffe Normalize (BGR, std 1),
   Pad to /32 in ``collate``.
 * BDA (train): GT boxes p <- F s R(theta) p, the model warps the BEV with inv(F s R) (spec §2.4).
+
+Randomness: every random choice of a sample is drawn from a generator seeded from numpy's global RNG, which
+``repro_shared.data.build_loader`` seeds by (seed, epoch, index) for each sample in any worker, so a resumed
+run loads exactly the samples of the uninterrupted one.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -19,7 +24,11 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 
+from repro_shared.data import DataError, load_image
+
 from .constants import CAMERAS, PC_RANGE
+
+_log = logging.getLogger("bevformer_v2.data")
 
 CAFFE_MEAN_BGR = (103.53, 116.28, 123.675)
 
@@ -73,20 +82,26 @@ def photometric_distortion(img: torch.Tensor, rng: np.random.Generator) -> torch
 class BEVDataset(torch.utils.data.Dataset):
     """Samples for training/evaluation; ``infos`` from :func:`bevformer_v2.data.infos.build_infos`.
 
-    Returns a dict: ``imgs (T, N, 3, H, W)`` (BGR caffe-normalised), ``lidar2img (T, N, 4, 4)``,
-    ``gt_boxes (n, 9)``, ``gt_labels (n,)``, ``bda (3, 3)``, ``flip``, ``mono`` (N dicts), ``intrinsics (N, 3, 3)``
-    (current frame, after crop/resize), ``ego_k2t (T, 4, 4)`` (frame-k lidar -> current lidar), ``index``.
+    Returns a dict: ``imgs (T, N, 3, H, W)`` (BGR caffe-normalised: mean subtracted, std 1), ``lidar2img
+    (T, N, 4, 4)``, ``gt_boxes (n, 9)``, ``gt_labels (n,)``, ``bda (3, 3)``, ``flip``, ``mono`` (N dicts),
+    ``intrinsics (N, 3, 3)`` (current frame, after crop/resize), ``ego_k2t (T, 4, 4)`` (frame-k lidar -> current
+    lidar), ``index``, ``skipped`` (paths of unreadable samples replaced by another one, with ``skip_corrupt``).
+
+    Raises:
+        DataError: an image file is missing or unreadable (named), unless ``skip_corrupt`` is set for a training
+            set: then the sample is replaced by a random other one, with a warning naming the file.
+        ValueError: the info records do not have the 6 nuScenes cameras.
     """
 
     def __init__(self, infos: list, frames=(0,), crop=(0, 260, 1600, 900), resize_heights=(640,),
                  test_height: int = 640, train: bool = False, flip: bool = False, bda: bool = False,
-                 photometric: bool = False, bda_rot_deg: float = 22.5, bda_scale=(0.95, 1.05), seed: int = 0,
-                 pc_range=PC_RANGE):
+                 photometric: bool = False, bda_rot_deg: float = 22.5, bda_scale=(0.95, 1.05), pc_range=PC_RANGE,
+                 skip_corrupt: bool = False):
         self.infos, self.frames, self.crop = infos, tuple(frames), tuple(crop)
         self.resize_heights, self.test_height, self.train = tuple(resize_heights), test_height, train
         self.flip, self.bda, self.photometric = flip and train, bda and train, photometric and train
         self.bda_rot, self.bda_scale, self.pc_range = math.radians(bda_rot_deg), tuple(bda_scale), pc_range
-        self.seed, self.epoch = seed, 0
+        self.skip_corrupt = skip_corrupt
         if len(infos) and len(infos[0]["cams"]) != len(CAMERAS):
             raise ValueError(f"info records have {len(infos[0]['cams'])} cameras; BEVFormer v2 needs the 6 nuScenes "
                              f"cameras {CAMERAS}")
@@ -113,8 +128,7 @@ class BEVDataset(torch.utils.data.Dataset):
         imgs, l2i, intr = [], [], []
         for ch in CAMERAS:
             cam = info["cams"][ch]
-            with Image.open(cam["data_path"]) as im:
-                im = im.convert("RGB").crop((x1, y1, x2, y2)).resize((out_w, out_h), Image.BILINEAR)
+            im = load_image(cam["data_path"]).crop((x1, y1, x2, y2)).resize((out_w, out_h), Image.BILINEAR)
             t = torch.from_numpy(np.asarray(im, dtype=np.float32).copy()).permute(2, 0, 1)
             if flip:
                 t = t.flip(-1)
@@ -135,11 +149,24 @@ class BEVDataset(torch.utils.data.Dataset):
         return bool(info["valid_flag"].any()) and has_mono
 
     def __getitem__(self, i: int) -> dict:
-        rng = np.random.default_rng([self.seed, self.epoch, i])
-        for _ in range(100):  # training samples without (mono) GT are re-drawn at random (spec §3.6)
-            if not self.train or self._has_targets(self.infos[i]):
-                break
-            i = int(rng.integers(len(self.infos)))
+        rng = np.random.default_rng(np.random.randint(0, 2**32, size=4, dtype=np.uint64))
+        skipped = []
+        for _ in range(100):
+            # training samples without (mono) GT are re-drawn at random (spec §3.6)
+            if self.train and not self._has_targets(self.infos[i]):
+                i = int(rng.integers(len(self.infos)))
+                continue
+            try:
+                return self._sample(i, rng, skipped)
+            except DataError as e:
+                if not (self.skip_corrupt and self.train):  # evaluation never replaces a sample
+                    raise
+                _log.warning("skipping an unreadable sample (replaced by a random other one): %s", e)
+                skipped.append(str(e))
+                i = int(rng.integers(len(self.infos)))
+        raise DataError(f"no readable sample with targets found after 100 draws (last index {i}); check the data")
+
+    def _sample(self, i: int, rng: np.random.Generator, skipped: list) -> dict:
         info = self.infos[i]
         h = int(rng.choice(self.resize_heights)) if self.train else self.test_height
         ratio = h / (self.crop[3] - self.crop[1])
@@ -151,6 +178,9 @@ class BEVDataset(torch.utils.data.Dataset):
             imgs.append(im)
             l2is.append(l2i)
             k2t.append(t_k2t)
+            if off == 0:
+                ida_cur, intr_cur = ida, intr
+        ida, intr = ida_cur, intr_cur
         boxes = info["gt_boxes"][info["valid_flag"]]
         labels = info["gt_labels"][info["valid_flag"]]
         bda = np.eye(3)
@@ -182,20 +212,25 @@ class BEVDataset(torch.utils.data.Dataset):
                              K=torch.from_numpy(ida @ info["cams"][ch]["cam_intrinsic"]).float()))
         return dict(imgs=torch.stack(imgs), lidar2img=torch.stack(l2is), gt_boxes=torch.from_numpy(boxes).float(),
                     gt_labels=torch.from_numpy(labels), bda=torch.from_numpy(bda).float(), flip=flip, mono=mono,
-                    intrinsics=intr, ego_k2t=torch.stack(k2t), index=i)
+                    intrinsics=intr, ego_k2t=torch.stack(k2t), index=i, skipped=list(skipped))
 
 
 def collate(batch: list, pad_divisor: int = 32) -> dict:
-    """Stack samples; pad images (bottom/right, zeros) to a common size divisible by ``pad_divisor``."""
+    """Stack samples; pad images (bottom/right, zeros) to a common size divisible by ``pad_divisor``.
+
+    Host-side flags computed here so that the model never syncs with the device to read them: ``flip`` (B,)
+    bool on the CPU, ``bda_identity`` (True when no sample of the batch is BDA-augmented)."""
     H = max(b["imgs"].shape[-2] for b in batch)
     W = max(b["imgs"].shape[-1] for b in batch)
     Hp, Wp = -(-H // pad_divisor) * pad_divisor, -(-W // pad_divisor) * pad_divisor
     imgs = torch.zeros(len(batch), *batch[0]["imgs"].shape[:3], Hp, Wp)
     for k, b in enumerate(batch):
         imgs[k, ..., : b["imgs"].shape[-2], : b["imgs"].shape[-1]] = b["imgs"]
+    bda = torch.stack([b["bda"] for b in batch])
     return dict(imgs=imgs, lidar2img=torch.stack([b["lidar2img"] for b in batch]), img_shape=(Hp, Wp),
                 gt_boxes=[b["gt_boxes"] for b in batch], gt_labels=[b["gt_labels"] for b in batch],
-                bda=torch.stack([b["bda"] for b in batch]), flip=torch.tensor([b["flip"] for b in batch]),
+                bda=bda, bda_identity=bool(torch.equal(bda, torch.eye(3).expand_as(bda))),
+                flip=torch.tensor([b["flip"] for b in batch]),
                 mono=[b["mono"] for b in batch], intrinsics=torch.stack([b["intrinsics"] for b in batch]),
                 ego_k2t=torch.stack([b["ego_k2t"] for b in batch]),
-                index=[b["index"] for b in batch])
+                index=[b["index"] for b in batch], skipped=[p for b in batch for p in b.get("skipped", [])])

@@ -37,6 +37,31 @@ def check_dataroot(dataroot, version: str) -> None:
                            f"all 13 tables ({', '.join(TABLES)}) are required")
 
 
+def load_nuscenes(dataroot, version: str):
+    """``NuScenes(version, dataroot)`` whose failure on a broken table names the file.
+
+    Raises:
+        DatasetError: a table that is not valid JSON (truncated download, disk error), with its path.
+    """
+    import json
+
+    from nuscenes import NuScenes
+
+    try:
+        return NuScenes(version, str(dataroot), verbose=False)
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError, KeyError, TypeError) as e:
+        for t in TABLES:  # find the culprit only on failure: the tables of trainval are large
+            path = Path(dataroot) / version / f"{t}.json"
+            try:
+                with open(path) as f:
+                    json.load(f)
+            except (json.JSONDecodeError, UnicodeDecodeError, OSError) as bad:
+                raise DatasetError(f"cannot read nuScenes table {path}: {bad}; re-download or re-extract "
+                                   f"{version}") from e
+        raise DatasetError(f"the nuScenes devkit cannot load {Path(dataroot) / version}: {type(e).__name__}: {e}; "
+                           "the tables are valid JSON, so they are probably from different releases") from e
+
+
 def detection_name(category: str) -> str | None:
     from nuscenes.eval.detection.utils import category_to_detection_name
 

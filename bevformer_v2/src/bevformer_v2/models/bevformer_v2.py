@@ -160,6 +160,29 @@ class AuxBEVHead(nn.Module):
         return predict_layers(states, refs, self.cls_branches, self.reg_branches, self.pc_range)
 
 
+def views_to_lidar(dets: list, intrinsics: torch.Tensor, lidar2img: torch.Tensor) -> dict:
+    """Camera-frame detections of the N views of one sample -> the lidar frame (concatenated over views).
+
+    dets: N dicts (``dd3d_inference``) with centre (k, 3) and R (k, 3, 3) in the camera frame (object x axis =
+    length, y = width, z = height), wlh (k, 3), score3d, speed, labels; intrinsics (N, 3, 3); lidar2img
+    (N, 4, 4) = K lidar2cam. Returns centre (k, 3), BEV boxes (k, 5) = (x, y, w, l, yaw) with yaw the
+    heading of the length axis in the lidar xy plane, wlh, score3d, speed, labels.
+    """
+    out = {k: [] for k in ("centre", "bev", "wlh", "score3d", "speed", "labels")}
+    for n, d in enumerate(dets):
+        K4 = torch.eye(4, device=intrinsics.device, dtype=intrinsics.dtype)
+        K4[:3, :3] = intrinsics[n]
+        cam2lidar = torch.linalg.inv(torch.linalg.inv(K4) @ lidar2img[n])
+        c = d["centre"] @ cam2lidar[:3, :3].T + cam2lidar[:3, 3]
+        R = cam2lidar[:3, :3] @ d["R"]  # object axes in the lidar frame
+        yaw = torch.atan2(R[:, 1, 0], R[:, 0, 0])
+        out["centre"].append(c)
+        out["bev"].append(torch.stack([c[:, 0], c[:, 1], d["wlh"][:, 0], d["wlh"][:, 1], yaw], -1))
+        for k in ("wlh", "score3d", "speed", "labels"):
+            out[k].append(d[k])
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
 def nms_free_decode(cls: torch.Tensor, reg: torch.Tensor, max_num: int = 300, post_center_range=POST_CENTER_RANGE):
     """NMSFreeCoder (spec §2.6) for one sample: cls (Q, K), reg (Q, 10) -> boxes (n, 9), scores, labels."""
     K = cls.shape[-1]
@@ -202,6 +225,11 @@ class BEVFormerV2(nn.Module):
             raise ValueError(f"unknown temporal_mode {temporal_mode!r}; use 'reencode' (official code) or "
                              "'warp' (paper)")
         self.temporal_mode = temporal_mode
+        self.frames = tuple(self.pts_bbox_head.transformer.frames)
+        if 0 not in self.frames or list(self.frames) != sorted(set(self.frames)):
+            raise ValueError(f"frames {self.frames} must be increasing key-frame offsets that include 0 (the current "
+                             "frame), e.g. (-1, 0) for one past frame or (-4, 0, 4) for a past and a future one")
+        self.cur = self.frames.index(0)  # position of the current frame in the batch's T axis
 
     def extract_feat(self, imgs: torch.Tensor, flip: torch.Tensor, use_grid_mask: bool) -> list:
         """imgs (B, N, 3, H, W) -> 5 FPN maps (B, N, C, h, w), flipped back along W for flipped samples."""
@@ -215,29 +243,31 @@ class BEVFormerV2(nn.Module):
         out = []
         for f in feats:
             f = f.view(B, N, *f.shape[1:])
-            if flip.any():
+            if bool(flip.any()):  # ``flip`` stays on the host (collate): no device sync here
                 f = torch.where(flip.view(B, 1, 1, 1, 1).to(f.device), f.flip(-1), f)
             out.append(f)
         return out
 
-    def _history_bevs(self, batch) -> list:
-        """History BEVs (B, HW, C) of frames t < 0, encoder in eval mode under no_grad (spec §2.5).
+    def _other_bevs(self, batch) -> dict:
+        """BEVs (B, HW, C) of the frames other than the current one (past, and future in bi-directional
+        configs), keyed by their position in ``frames``; encoder in eval mode under no_grad (spec §2.5).
 
         ``reencode`` (official code): encode frame k directly on the current grid with the re-targeted lidar2img.
         ``warp`` (paper §3.4): encode frame k on its own grid, then resample it into the current frame with
         the ego motion T_{t->k}."""
-        T = batch["imgs"].shape[1]
-        bda = self._bda(batch)  # history BEVs share the current frame's BDA (spec §2.4)
+        bda = self._bda(batch)  # other frames share the current frame's BDA (spec §2.4)
         head = self.pts_bbox_head
         was_training = self.training
         self.eval()
-        bevs = []
+        bevs = {}
         with torch.no_grad():
-            for t in range(T - 1):
+            for t in range(len(self.frames)):
+                if t == self.cur:
+                    continue
                 feats = self.extract_feat(batch["imgs"][:, t], batch["flip"], False)
                 if self.temporal_mode == "reencode":
-                    bevs.append(head.encode(feats[: self.num_bev_levels], batch["lidar2img"][:, t],
-                                            batch["img_shape"], bda))
+                    bevs[t] = head.encode(feats[: self.num_bev_levels], batch["lidar2img"][:, t], batch["img_shape"],
+                                          bda)
                     continue
                 k2t = batch["ego_k2t"][:, t]
                 own = head.encode(feats[: self.num_bev_levels], batch["lidar2img"][:, t] @ k2t, batch["img_shape"])
@@ -246,36 +276,16 @@ class BEVFormerV2(nn.Module):
                                       torch.linalg.inv(k2t), head.pc_range)
                 if bda is not None:
                     bev = bda_warp(bev, bda)
-                bevs.append(bev.flatten(2).transpose(1, 2))
+                bevs[t] = bev.flatten(2).transpose(1, 2)
         self.train(was_training)
         return bevs
 
     def _bda(self, batch):
-        """BDA matrices (B, 3, 3) in training (None at test time or when every sample is un-augmented)."""
-        bda = batch["bda"]
-        if not self.training or torch.equal(bda, torch.eye(3, device=bda.device).expand_as(bda)):
+        """BDA matrices (B, 3, 3) in training (None at test time or when every sample is un-augmented; the
+        host-side flag ``bda_identity`` of ``collate`` decides, so no device sync)."""
+        if not self.training or batch.get("bda_identity", False):
             return None
-        return bda
-
-    def _views_to_lidar(self, dets: list, batch, b: int) -> dict:
-        """Camera-frame detections of the N views of sample b -> lidar frame: centre (k, 3), BEV boxes
-        (k, 5) = (x, y, w, l, yaw), wlh, score3d, speed, labels (concatenated over views)."""
-        N = batch["imgs"].shape[2]
-        intr = batch["intrinsics"][b]
-        out = {k: [] for k in ("centre", "bev", "wlh", "score3d", "speed", "labels")}
-        for n in range(N):
-            d = dets[b * N + n]
-            K4 = torch.eye(4, device=intr.device)
-            K4[:3, :3] = intr[n]
-            cam2lidar = torch.linalg.inv(torch.linalg.inv(K4) @ batch["lidar2img"][b, -1, n])
-            c = d["centre"] @ cam2lidar[:3, :3].T + cam2lidar[:3, 3]
-            R = cam2lidar[:3, :3] @ d["R"]  # object x axis (length) in the lidar frame
-            yaw = torch.atan2(R[:, 1, 0], R[:, 0, 0])
-            out["centre"].append(c)
-            out["bev"].append(torch.stack([c[:, 0], c[:, 1], d["wlh"][:, 0], d["wlh"][:, 1], yaw], -1))
-            for k in ("wlh", "score3d", "speed", "labels"):
-                out[k].append(d[k])
-        return {k: torch.cat(v) for k, v in out.items()}
+        return batch["bda"]
 
     @torch.no_grad()
     def proposals(self, dd3d_out: dict, batch) -> torch.Tensor:
@@ -284,14 +294,15 @@ class BEVFormerV2(nn.Module):
         Returns (B, K2, 3) centres normalised to pc_range; NaN rows where fewer than K2 proposals survive
         (the head fills them with learned reference points).
         """
-        B = batch["imgs"].shape[0]
+        B, N = batch["imgs"].shape[0], batch["imgs"].shape[2]
+        cur = self.cur
         K2 = self.pts_bbox_head.num_proposals
         intr = batch["intrinsics"].flatten(0, 1)  # (B*N, 3, 3)
         dets = dd3d_inference(dd3d_out, self.strides, torch.linalg.inv(intr))
         r = torch.tensor(self.pts_bbox_head.pc_range, device=intr.device)
         out = torch.full((B, K2, 3), float("nan"), device=intr.device)
         for b in range(B):
-            v = self._views_to_lidar(dets, batch, b)
+            v = views_to_lidar(dets[b * N:(b + 1) * N], batch["intrinsics"][b], batch["lidar2img"][b, cur])
             if len(v["centre"]) == 0:
                 continue
             keep = rotated_bev_nms(v["bev"], v["score3d"], self.bev_nms_iou)[:K2]  # class-agnostic BEV NMS 0.3
@@ -304,12 +315,13 @@ class BEVFormerV2(nn.Module):
         lidar frame, velocity = predicted speed along the heading, class-aware rotated BEV NMS across views.
         Returns per sample (boxes (n, 9), scores, labels) like the BEV head's decoder."""
         imgs = batch["imgs"]
-        feats = self.extract_feat(imgs[:, -1], batch["flip"], False)
+        N, cur = imgs.shape[2], self.cur
+        feats = self.extract_feat(imgs[:, cur], batch["flip"], False)
         dd3d_out = self.fcos3d_bbox_head([f.flatten(0, 1) for f in feats])
         dets = dd3d_inference(dd3d_out, self.strides, torch.linalg.inv(batch["intrinsics"].flatten(0, 1)))
         results = []
         for b in range(imgs.shape[0]):
-            v = self._views_to_lidar(dets, batch, b)
+            v = views_to_lidar(dets[b * N:(b + 1) * N], batch["intrinsics"][b], batch["lidar2img"][b, cur])
             keep = []
             for cls in v["labels"].unique():
                 idx = (v["labels"] == cls).nonzero().flatten()
@@ -337,17 +349,17 @@ class BEVFormerV2(nn.Module):
 
     def forward_raw(self, batch: dict):
         """-> all_cls (L, B, Q, K), all_reg (L, B, Q, 10), DD3D outputs (or None), decoder value (B, HW, C)."""
-        imgs = batch["imgs"]  # (B, T, N, 3, H, W)
-        T = imgs.shape[1]
-        history = self._history_bevs(batch) if T > 1 else []
-        feats = self.extract_feat(imgs[:, -1], batch["flip"], self.training)
-        bev = self.pts_bbox_head.encode(feats[: self.num_bev_levels], batch["lidar2img"][:, -1], batch["img_shape"],
-                                        self._bda(batch))
-        value = self.pts_bbox_head.transformer.fuse(history + [bev], self.pts_bbox_head.bev_h,
-                                                    self.pts_bbox_head.bev_w)
+        imgs = batch["imgs"]  # (B, T, N, 3, H, W), T ordered as ``frames``
+        others = self._other_bevs(batch) if len(self.frames) > 1 else {}
+        feats = self.extract_feat(imgs[:, self.cur], batch["flip"], self.training)
+        head = self.pts_bbox_head
+        bev = head.encode(feats[: self.num_bev_levels], batch["lidar2img"][:, self.cur], batch["img_shape"],
+                          self._bda(batch))
+        bevs = [bev if t == self.cur else others[t] for t in range(len(self.frames))]
+        value = head.transformer.fuse(bevs, head.bev_h, head.bev_w)
         dd3d_out = None
         if (self.perspective and self.training) or self.two_stage:
             dd3d_out = self.fcos3d_bbox_head([f.flatten(0, 1) for f in feats])
         props = self.proposals(dd3d_out, batch) if self.two_stage else None
-        all_cls, all_reg = self.pts_bbox_head.decode(value, props)
+        all_cls, all_reg = head.decode(value, props)
         return all_cls, all_reg, dd3d_out, value

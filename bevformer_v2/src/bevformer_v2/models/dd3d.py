@@ -194,6 +194,14 @@ def box3d_corners(R: torch.Tensor, centre: torch.Tensor, wlh: torch.Tensor) -> t
     return torch.einsum("nij,nkj->nki", R, local) + centre[:, None]
 
 
+def ltrb_to_xyxy(locations: torch.Tensor, ltrb: torch.Tensor) -> torch.Tensor:
+    """FCOS decoding: locations (n, 2) as (x, y) px and distances (n, 4) = (left, top, right, bottom) ->
+    boxes (n, 4) = (x - l, y - t, x + r, y + b) = (x1, y1, x2, y2)."""
+    x, y = locations.unbind(-1)
+    l, t, r, b = ltrb.unbind(-1)
+    return torch.stack([x - l, y - t, x + r, y + b], -1)
+
+
 def canonical_sizes(device) -> torch.Tensor:
     return torch.tensor([CANONICAL_WLH[c] for c in CLASSES], device=device)
 
@@ -235,8 +243,7 @@ def dd3d_inference(out: dict, strides, inv_K: torch.Tensor, score_thresh: float 
         loc_i, lab = flat // K, flat % K
         score2d = (cls[i][loc_i, lab] * ctr[i][loc_i, 0]).sqrt()
         b = box2d[i][loc_i]
-        xy = locs[loc_i]
-        boxes = torch.stack([xy[:, 0] - b[:, 0], xy[:, 1] - b[:, 1], xy[:, 0] + b[:, 2], xy[:, 1] + b[:, 3]], -1)
+        boxes = ltrb_to_xyxy(locs[loc_i], b)
         keep = batched_nms(boxes, score2d, lab, nms_iou)[:topk]
         loc_i, lab, score2d = loc_i[keep], lab[keep], score2d[keep]
         dec = predictions_to_boxes3d(quat[i][loc_i, :, lab], pc[i][loc_i, :, lab], depth[i][loc_i, lab],

@@ -47,7 +47,6 @@ def point_sampling(ref_3d: torch.Tensor, pc_range, lidar2img: torch.Tensor, img_
         uv[..., 0] /= img_shape[1]
         uv[..., 1] /= img_shape[0]
         mask = mask & (uv[..., 1:2] > 0) & (uv[..., 1:2] < 1) & (uv[..., 0:1] < 1) & (uv[..., 0:1] > 0)
-        mask = torch.nan_to_num(mask.float()).bool()
         return uv.permute(0, 2, 3, 1, 4), mask.squeeze(-1).permute(0, 2, 3, 1)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = tf32
