@@ -68,3 +68,82 @@ def test_class_map_selects_logit_columns(tmp_path):
     assert evaluate(Fixed(), loader, torch.device("cpu"))["top1"] == 0.0
     with pytest.raises(FileNotFoundError, match="class map"):
         load_class_map(tmp_path / "missing.txt")
+
+
+def _imagefolder(root, n_train, n_val=2, ext="png"):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("val", n_val)):
+        for i in range(n):
+            d = root / split / ("n01" if i % 2 else "n02")
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray((rng.random((40, 48, 3)) * 255).astype("uint8")).save(d / f"im{i}.{ext}")
+    return root
+
+
+def test_imagefolder_smaller_than_one_batch_fails_before_training(tmp_path):
+    """Issue 15.5a: 9 training images at the default batch 64 -> one error naming both numbers and the key,
+    raised before the first step (no checkpoint, no metrics written)."""
+    from hydra import compose, initialize_config_module
+
+    from defocus.cli import run_train
+
+    root = _imagefolder(tmp_path / "imnet", 9)
+    with initialize_config_module("defocus.configs", version_base=None):
+        cfg = compose("train", overrides=["data=imagenet", f"data.root={root}", "data.img_size=32", "data.num_workers=0",
+                                          "device=cpu", f"+output_dir={tmp_path}/run"])
+    with pytest.raises(ValueError, match=r"9 samples, fewer than one batch of 64.*lower train\.batch_size"):
+        run_train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == ""
+
+
+def test_truncated_jpeg_is_named_or_skipped_and_counted(tmp_path, caplog):
+    """Issue 15.5b: a truncated JPEG -> DataError naming the file; data.skip_corrupt=true -> a warning naming it,
+    the sample dropped from its batch, and the epoch reports the count."""
+    from repro_shared.data import DataError
+
+    from defocus.data.sampler import build_train_loader
+    from defocus.engine import train_one_epoch
+    from defocus.models import build_model
+
+    root = _imagefolder(tmp_path / "imnet", 10, ext="jpg")
+    bad = root / "train" / "n02" / "im4.jpg"
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    cfg = OmegaConf.create({**IMNET, "root": str(root), "auto_augment": None, "reprob": 0.0})
+    ds = build_imagenet_dataset("train", cfg)
+    idx = [i for i, (p, _) in enumerate(ds.samples) if p.endswith("im4.jpg")][0]
+    with pytest.raises(DataError, match=r"im4\.jpg.*data\.skip_corrupt=true"):
+        ds[idx]
+    ds = build_imagenet_dataset("train", OmegaConf.create({**cfg, "skip_corrupt": True}))
+    loader = build_train_loader(ds, batch_size=5, seed=0, skip_corrupt=True)
+    loader.set_epoch(0)
+    torch.manual_seed(0)
+    m = build_model("defocus_tiny_test")
+    opt = torch.optim.SGD(m.parameters(), lr=0.01)
+    with caplog.at_level("WARNING"):
+        out = train_one_epoch(m, loader, opt, None, epoch=0, device=torch.device("cpu"), drop_path_rate=0.0,
+                              aux_weight=0.5, clip_grad=10.0)
+    assert out["skipped"] == 1 and any("im4.jpg" in r.getMessage() for r in caplog.records)
+
+
+def test_repeat_aug_sampler_resumable_and_official_counts():
+    """DeiT/official RASampler semantics: 3 adjacent copies of each sample go to different ranks, each rank keeps
+    floor(N // 256 * 256 / world) samples; copies are distinct keys (own augmentation seed); mid-epoch resume."""
+    from defocus.data.sampler import RepeatAugBatchSampler
+
+    n, w, b = 600, 2, 8
+    ranks = [RepeatAugBatchSampler(n, b, seed=3, rank=r, world_size=w) for r in range(w)]
+    for s in ranks:
+        s.set_epoch(1)
+    keys = [[k for batch in s for _, k in batch] for s in ranks]
+    assert all(len(k) == 600 // 256 * 256 // w for k in keys)  # 256 per rank
+    assert len(set(keys[0]) | set(keys[1])) == len(keys[0]) + len(keys[1])  # no key twice
+    assert keys[0][0] % n == keys[1][0] % n and keys[0][0] != keys[1][0]  # copies of one sample on both ranks
+    assert keys[0][1] % n == keys[0][0] % n  # the third copy wraps back to rank 0
+    full = list(ranks[0])
+    ranks[0].set_epoch(1, start_batch=5)
+    assert list(ranks[0]) == full[5:]
+    ranks[0].set_epoch(2)
+    assert [k for _, k in next(iter(ranks[0]))] != [k for _, k in full[0]]  # new order each epoch
+    with pytest.raises(ValueError, match="fewer than one batch of 200.*data.repeated_aug=false"):
+        RepeatAugBatchSampler(300, 200, rank=0, world_size=2)

@@ -93,3 +93,48 @@ def test_short_training_lowers_loss_and_beats_chance():
                               drop_path_rate=0.1, aux_weight=0.5, clip_grad=10.0)["loss"] for e in range(6)]
     assert losses[-1] < losses[0] - 0.3
     assert evaluate(m, val, torch.device("cpu"))["top1"] > 30.0  # chance = 10 %
+
+
+def _batches(n, seed=0, size=32):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.rand(4, 3, size, size, generator=g), torch.randint(0, 10, (4,), generator=g)) for _ in range(n)]
+
+
+def test_lr_schedule_runs_at_the_official_offset():
+    """Issue 15.6: the official loop calls step_update(epoch*iters + step) after each step (spec §3.5), so optimizer
+    steps 0 and 1 both run at warmup_lr and the peak lr is first used by step warmup_t + 1 = 11."""
+    torch.manual_seed(0)
+    m = build_model("defocus_tiny_test")
+    opt = build_optimizer(m, 1e-3, 0.05)
+    sch = build_scheduler(opt, epochs=10, warmup_epochs=2, iters_per_epoch=5, min_lr=1e-5, warmup_lr=1e-6)
+    seen = []
+    opt.register_step_pre_hook(lambda o, args, kwargs: seen.append(o.param_groups[0]["lr"]))
+    data = _batches(5)
+    for epoch in range(3):
+        train_one_epoch(m, data, opt, sch, epoch=epoch, device=torch.device("cpu"), drop_path_rate=0.0,
+                        aux_weight=0.5, clip_grad=10.0)
+    assert len(seen) == 15
+    assert seen[0] == pytest.approx(1e-6) and seen[1] == pytest.approx(1e-6)
+    assert seen[2] == pytest.approx(1e-6 + (1e-3 - 1e-6) / 10)  # warm-up value of t = 1
+    assert seen.index(max(seen)) == 11 and seen[11] == pytest.approx(1e-3)
+    assert seen[10] == pytest.approx(1e-6 + 9 * (1e-3 - 1e-6) / 10)
+
+
+@pytest.mark.parametrize("head,term", [("head", "loss_cls"), ("head2", "loss_aux")])
+def test_nan_prediction_stops_the_step_with_named_error(head, term):
+    """Issue 15.2: a NaN in a prediction raises NonFiniteError naming the step and the loss term, before the
+    optimizer touches the weights (the last good checkpoint stays the newest)."""
+    from repro_shared.guards import NonFiniteError
+
+    torch.manual_seed(0)
+    m = build_model("defocus_tiny_test")
+    with torch.no_grad():
+        getattr(m, head).bias[3] = float("nan")
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    opt = build_optimizer(m, 1e-3, 0.05)
+    with pytest.raises(NonFiniteError, match=rf"'{term}' = nan .*at step 5 \(epoch 1\)"):
+        train_one_epoch(m, _batches(5), opt, None, epoch=1, device=torch.device("cpu"), drop_path_rate=0.0,
+                        aux_weight=0.5, clip_grad=10.0)
+    after = m.state_dict()
+    assert all(torch.equal(before[k], after[k]) or torch.isnan(before[k]).any() for k in before)
+    assert not opt.state  # no optimizer step was taken

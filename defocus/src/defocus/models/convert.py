@@ -10,8 +10,8 @@ Our names equal the official classification names (spec §2.2), so the map is sh
 Files are read with ``repro_shared.checkpoint.load_external`` (``torch.load(weights_only=True)``): no code in
 a downloaded file can run. The official training containers hold, besides tensors, a yacs ``CfgNode``
 (``config``), and possibly numpy scalars (accuracies) and an ``argparse.Namespace``; exactly these types are
-allowed (:data:`OFFICIAL_SAFE_GLOBALS`; the ``CfgNode`` is rebuilt as the plain-dict stand-in
-:class:`OfficialConfigNode`, so yacs need not be installed). Anything else is refused with
+allowed (:data:`OFFICIAL_SAFE_GLOBALS`; the ``CfgNode`` is rebuilt as a plain ``OrderedDict`` through the
+stand-in :class:`OfficialConfigNode`, so yacs need not be installed). Anything else is refused with
 ``UntrustedCheckpointError`` naming the file and the type; ``trust_checkpoint=true`` is the explicit opt-in
 to full unpickling.
 """
@@ -19,6 +19,7 @@ to full unpickling.
 from __future__ import annotations
 
 import argparse
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -32,11 +33,16 @@ __all__ = ["OFFICIAL_RENAME", "OFFICIAL_SAFE_GLOBALS", "OfficialConfigNode", "re
            "convert_official_state_dict", "slice_22k_heads_to_1k", "load_official"]
 
 
-class OfficialConfigNode(dict):
+class OfficialConfigNode:
     """Weights-only stand-in for yacs' ``CfgNode`` (a dict subclass) stored in official checkpoints as ``config``.
 
-    It is only read back as data (nested dicts of numbers and strings); no yacs code runs.
+    Unpickling "creates" it through ``__new__``, which returns a plain ``OrderedDict`` (the one mapping type the
+    weights-only unpickler lets receive items and attribute state), so the config comes back as nested data
+    and no yacs code runs.
     """
+
+    def __new__(cls, *args, **kwargs):
+        return OrderedDict()
 
 
 def _numpy_scalar_globals() -> list:
