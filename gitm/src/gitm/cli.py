@@ -74,7 +74,7 @@ def _fail(e: Exception) -> None:
 @hydra.main(version_base=None, config_path="configs", config_name="play")
 def play(cfg: DictConfig) -> None:
     """One goal with a readable trace; writes metrics.json, episode.json and (if updated) memory.json."""
-    from .runtime import Session, run_episode_async
+    from .runtime import Session, run_async, run_episode_async
 
     try:
         out = _out_dir()
@@ -86,7 +86,7 @@ def play(cfg: DictConfig) -> None:
 
             Knowledge.default().check_item(cfg.goal)
             printer = (lambda line: log.info("%s", line)) if cfg.print_trace else None
-            result, ledger = asyncio.run(run_episode_async(job, memory=memory, on_trace=printer))
+            result, ledger = run_async(run_episode_async(job, memory=memory, on_trace=printer))
     except GitmError as e:
         _fail(e)
         return

@@ -23,7 +23,7 @@ from typing import Callable
 from .decomposer import OracleDecomposer
 from .evaluation import ResultsStore, episode_seed, run_pool
 from .memory import Memory
-from .runtime import _knowledge, run_episode_async
+from .runtime import _knowledge, run_async, run_episode_async
 
 
 def curriculum(goals: list[str]) -> list[str]:
@@ -45,7 +45,7 @@ def start_inventory(key: str) -> dict[str, int]:
 
 def learn_chunk(jobs: list[dict]) -> list[dict]:
     """Worker entry point: learn each sub-goal of ``jobs`` (one job = one sub-goal)."""
-    return [asyncio.run(_learn_key(j)) for j in jobs]
+    return [run_async(_learn_key(j)) for j in jobs]
 
 
 async def _learn_key(job: dict) -> dict:

@@ -77,9 +77,9 @@ def _replace_outside_strings(text: str) -> str:
 
 
 def _try_load(span: str) -> Any:
-    for candidate in (span, _TRAILING_COMMA.sub(r"\1", _replace_outside_strings(span))):
+    for fix in (lambda t: t, lambda t: _TRAILING_COMMA.sub(r"\1", _replace_outside_strings(t))):
         try:
-            return json.loads(candidate)
+            return json.loads(fix(span))
         except (json.JSONDecodeError, RecursionError):
             pass
     try:
@@ -96,6 +96,12 @@ def loads_tolerant(text: str, want: type | tuple = (dict, list), last: bool = Fa
     """
     if not isinstance(text, str):
         raise PlanParseError(f"expected text, got {type(text).__name__}")
+    try:  # the common case: the whole answer is valid JSON
+        value = json.loads(text)
+        if isinstance(value, want):
+            return value
+    except (json.JSONDecodeError, RecursionError):
+        pass
     bodies = [m.group(1) for m in _FENCE.finditer(text)] + [text]
     found = []
     for body in bodies:

@@ -169,6 +169,27 @@ async def run_episode_async(job: dict, memory: Memory | None = None, on_trace: C
     return result, (ledger.to_dict() if client is not None else {})
 
 
+async def close_clients() -> None:
+    """Close the LLM clients' HTTP connections of the running event loop."""
+    from .llm import LLMClient
+
+    for c in list(_CACHE.values()):
+        if isinstance(c, LLMClient):
+            await c.aclose()
+
+
+def run_async(coro):
+    """``asyncio.run`` that closes the LLM clients before its event loop ends."""
+
+    async def main():
+        try:
+            return await coro
+        finally:
+            await close_clients()
+
+    return asyncio.run(main())
+
+
 def run_jobs_chunk(jobs: list[dict]) -> list[dict]:
     """Worker entry point: play jobs concurrently (one event loop) and return result dicts."""
 
@@ -176,7 +197,7 @@ def run_jobs_chunk(jobs: list[dict]) -> list[dict]:
         return await asyncio.gather(*(run_episode_async(j) for j in jobs))
 
     out = []
-    for job, (res, ledger) in zip(jobs, asyncio.run(main())):
+    for job, (res, ledger) in zip(jobs, run_async(main())):
         d = res.to_dict()
         d.update(id=job["id"], ledger=ledger)
         out.append(d)

@@ -105,6 +105,12 @@ class LLMClient:
             self._loop = loop
         return self._client
 
+    async def aclose(self) -> None:
+        """Close the async HTTP client of the running event loop (call before the loop ends)."""
+        if self._client is not None and self._loop is asyncio.get_running_loop():
+            await self._client.close()
+        self._client = self._loop = self._sem = None
+
     def sync_client(self):
         """A synchronous ``openai.OpenAI`` for the same endpoint (embeddings at start-up)."""
         import openai
