@@ -12,8 +12,11 @@ each head, heads in order), then one lambda dimension per head (``lambda = 10^(2
 Unlike the released search, the sampled lambda is applied to the heads (the official code assigns it
 to an attribute the heads never read, spec §3.6).
 
-State (``mu.npy``, ``sigma.npy``, ``sample_theta.npy``, ``sample_reward.npy``, ``state.json``) is saved
-after every proxy run, so a crashed search resumes inside the round it was in.
+The state is saved after every proxy run as one file (``state.npz``, written atomically, so a kill at
+any moment leaves either the old or the new state) plus the official per-array exports ``mu.npy``,
+``sigma.npy``, ``sample_theta.npy``, ``sample_reward.npy``. A killed search resumes inside the round it
+was in and follows the same trajectory: samples are drawn from ``(seed, round)``, every proxy training
+is exactly reproducible (``repro_shared.data`` loader + per-step seeds) and the PPO update is deterministic.
 """
 
 from __future__ import annotations
@@ -152,15 +155,27 @@ class SearchState:
     def completed_rounds(self) -> int:
         return len(self.mu) - 1
 
+    _FIELDS = ("mu", "sigma", "sample_theta", "sample_reward")
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return dict(zip(self._FIELDS, (np.array(v) for v in (self.mu, self.sigma, self.thetas, self.rewards))))
+
     def save(self, out_dir: Path) -> None:
-        """Write all arrays atomically (rank 0 only under torchrun)."""
+        """Write the whole state as one atomic ``state.npz`` (rank 0 only under torchrun), then the
+        official per-array ``.npy`` exports and a ``state.json`` summary."""
         if not dist.is_main():
             return
         out_dir.mkdir(parents=True, exist_ok=True)
-        for name, value in (("mu", self.mu), ("sigma", self.sigma), ("sample_theta", self.thetas),
-                            ("sample_reward", self.rewards)):
+        arrays = self._arrays()
+        tmp = out_dir / ".state.tmp.npz"
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out_dir / "state.npz")
+        for name, value in arrays.items():
             tmp = out_dir / f".{name}.tmp.npy"
-            np.save(tmp, np.array(value))
+            np.save(tmp, value)
             os.replace(tmp, out_dir / f"{name}.npy")
         tmp = out_dir / ".state.tmp.json"
         tmp.write_text(json.dumps({"completed_rounds": self.completed_rounds, "pending": len(self.thetas)
@@ -169,10 +184,11 @@ class SearchState:
 
     @classmethod
     def load(cls, out_dir: Path) -> "SearchState | None":
-        if not (out_dir / "state.json").is_file():
+        """The state of ``out_dir/state.npz``, or None when there is none."""
+        if not (out_dir / "state.npz").is_file():
             return None
-        arrays = [np.load(out_dir / f"{n}.npy") for n in ("mu", "sigma", "sample_theta", "sample_reward")]
-        return cls(*[list(a) for a in arrays])
+        with np.load(out_dir / "state.npz") as z:
+            return cls(*[list(z[n]) for n in cls._FIELDS])
 
 
 # ------------------------------------------------------------------------------------ loop
@@ -193,11 +209,12 @@ def _call_reward(fn: RewardFn, theta: np.ndarray) -> float:
 def run_search(reward_fn: RewardFn, space: SearchSpace, out_dir: str | Path, rounds: int = 40, samples: int = 8,
                sigma0: float = 0.2, mu_lr: float = 0.01, update_steps: int = 100, warmup_steps: int = 30,
                clip_eps: float = 0.1, clip_mode: str = "per_dim", seed: int = 42, resume: bool = True,
-               devices: Sequence[str] = ("cpu",), log=None) -> SearchState:
+               devices: Sequence[str] = ("cpu",), log=None, metrics=None) -> SearchState:
     """Run (or resume) the search; returns the final state (``state.mu[-1]`` is the result).
 
     With more than one device the samples of a round run in parallel, one worker process per device
     (``PAP_SEARCH_DEVICE`` tells the reward function where to run); ``reward_fn`` must be picklable.
+    ``metrics`` (a :class:`repro_shared.logging.MetricsWriter`) gets one row per completed round.
     """
     out_dir = Path(out_dir)
     state = SearchState.load(out_dir) if resume else None
@@ -246,6 +263,9 @@ def run_search(reward_fn: RewardFn, space: SearchSpace, out_dir: str | Path, rou
             if log:
                 log.info("round %d: mean reward %.4f max %.4f | sigma %.4f", t, float(rewards.mean()),
                          float(rewards.max()), float(new_sigma.mean()))
+            if metrics is not None:
+                metrics.log({"round": t, "mean_reward": float(rewards.mean()), "max_reward": float(rewards.max()),
+                             "sigma": float(new_sigma.mean()), "mu_mean": float(state.mu[-1].mean())}, step=t + 1)
     finally:
         if executor is not None:
             executor.shutdown()
@@ -265,6 +285,8 @@ class ProxyReward:
     def __call__(self, theta: np.ndarray, worker: int = 0) -> float:
         from omegaconf import OmegaConf
 
+        from repro_shared.guards import NonFiniteError
+
         from .cli import train_and_evaluate
         from .engine import TrainingFailed
 
@@ -274,7 +296,7 @@ class ProxyReward:
         try:
             result = train_and_evaluate(cfg, device, pap_override=self.space.to_params(theta),
                                         fail_patience=self.fail_patience)
-        except TrainingFailed:
+        except (TrainingFailed, NonFiniteError):  # official: a diverged proxy gets reward 0
             return 0.0
         ap = result["AP"] / 100
         return ap if math.isfinite(ap) else 0.0
@@ -295,6 +317,9 @@ def run_search_from_config(cfg: Any, ctx) -> dict[str, float]:
     """``pap-search`` body: proxy reward from ``cfg`` (model/loss/data/train), search from ``cfg.search``."""
     from omegaconf import OmegaConf
 
+    from repro_shared.run import check_required_init
+
+    check_required_init(cfg.get("init"))
     sc = cfg.search
     space = SearchSpace(tuple(sc.heads), int(sc.num_functions))
     plain = OmegaConf.to_container(cfg, resolve=True)
@@ -303,7 +328,7 @@ def run_search_from_config(cfg: Any, ctx) -> dict[str, float]:
     out = Path(sc.get("out_dir") or ctx.out_dir)
     state = run_search(reward, space, out, int(sc.rounds), int(sc.samples), float(sc.sigma0), float(sc.mu_lr),
                        int(sc.update_steps), int(sc.warmup_steps), float(sc.clip_eps), str(sc.clip_mode),
-                       int(cfg.seed), bool(sc.resume), _devices(sc.devices, str(ctx.device)), ctx.log)
+                       int(cfg.seed), bool(sc.resume), _devices(sc.devices, str(ctx.device)), ctx.log, ctx.metrics)
     final = space.to_params(state.mu[-1])
     summary = {name: {"ctrl_points": ctrl.tolist(), "reg_weight": lam} for name, (ctrl, lam) in final.items()}
     if dist.is_main():
