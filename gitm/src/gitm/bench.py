@@ -2,7 +2,8 @@
 
 Measured in one run on this machine's CPUs:
 
-- ``sim_actions``: simulator actions per second (oracle ObtainDiamond episodes, one process);
+- ``sim_actions``: structured actions per second inside the simulator, and per second of the whole agent
+  loop (decomposer, planner, prompt rendering, parser, simulator), oracle ObtainDiamond, one process;
 - ``obtain_diamond_1proc``: oracle episodes per minute on one core (target >= 2,000);
 - ``planner_path``: seconds per episode, direct oracle vs. the same oracle through the loopback HTTP
   server and the real ``openai`` client (ratio), with queries and tokens per successful diamond;
@@ -52,12 +53,16 @@ def main(argv: list[str] | None = None) -> int:
 
     k = Knowledge.default()
     # simulator actions/s (count env.step calls while oracle episodes run)
-    calls = [0]
+    calls, in_sim = [0], [0.0]
     orig = SimEnv.step
 
     def counted(self, action):
         calls[0] += 1
-        return orig(self, action)
+        t = time.perf_counter()
+        try:
+            return orig(self, action)
+        finally:
+            in_sim[0] += time.perf_counter() - t
 
     SimEnv.step = counted
     try:
@@ -65,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         SimEnv.step = orig
     wins = sum(r.success for r, _ in res)
-    _line(bench="sim_actions", actions=calls[0], seconds=round(dt, 3), actions_per_s=round(calls[0] / dt),
-          **env)
+    _line(bench="sim_actions", actions=calls[0], seconds_in_simulator=round(in_sim[0], 3),
+          simulator_actions_per_s=round(calls[0] / in_sim[0]), episode_seconds=round(dt, 3),
+          actions_per_s_whole_agent_loop=round(calls[0] / dt), **env)
     _line(bench="obtain_diamond_1proc", episodes=args.episodes, seconds=round(dt, 3),
           episodes_per_min=round(60 * args.episodes / dt), success_rate=wins / args.episodes, target_per_min=2000)
 
