@@ -3,12 +3,14 @@
 No voxels. Each cell has a biome, a surface inventory (counts of trees, plants, sand, passive mobs ...),
 and an underground profile: for each 4-block y-band the count of every ore, lava, gravel and dirt block,
 the rest being stone. Counts are Poisson draws from the vanilla 1.11 generation densities
-(:data:`gitm.knowledge.hand.ORES`), seeded by (world seed, cell). Biomes come in regions of
+(:data:`gitm.knowledge.hand.ORES`), seeded by (world seed, cell) with a cheap per-cell generator. Biomes come in regions of
 ``region x region`` cells so that a spawn in a desert means walking to find trees ("biome luck").
 """
 
 from __future__ import annotations
 
+import math
+import random
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -28,6 +30,24 @@ def layer_of(y: int) -> int:
 
 def _mix(*xs: int) -> list[int]:
     return [int(x) & 0xFFFFFFFF for x in xs]
+
+
+def _rng(*xs: int) -> random.Random:
+    """A cheap per-cell generator seeded by the mixed key (Python's Mersenne Twister)."""
+    return random.Random(zlib.crc32(struct.pack(f"<{len(xs)}I", *_mix(*xs))) * 2654435761 + len(xs))
+
+
+def poisson(rng: random.Random, lam: float) -> int:
+    """Poisson draw: Knuth's product method for lam < 30, a rounded normal above (counts of hundreds)."""
+    if lam <= 0:
+        return 0
+    if lam >= 30:
+        return max(0, int(round(rng.gauss(lam, math.sqrt(lam)))))
+    limit, k, p = math.exp(-lam), 0, rng.random()
+    while p > limit:
+        k += 1
+        p *= rng.random()
+    return k
 
 
 @dataclass
@@ -62,7 +82,7 @@ class World:
         w = np.array([hand.BIOMES[b]["weight"] for b in self._biomes], dtype=float)
         self._cum = np.cumsum(w / w.sum())
         self._surface_keys = {b: list(spec["surface"]) for b, spec in hand.BIOMES.items()}
-        self._surface_means = {b: np.array([spec["surface"][k] for k in self._surface_keys[b]], dtype=float)
+        self._surface_means = {b: [float(spec["surface"][k]) for k in self._surface_keys[b]]
                                for b, spec in hand.BIOMES.items()}
         self._hostile = [m for m, spec in hand.MOBS.items() if spec.get("night")]
         area = cell_size * cell_size
@@ -91,18 +111,19 @@ class World:
         c = self.cells.get(key)
         if c is None:
             biome = self.biome_at(cx, cz)
-            rng = np.random.default_rng(_mix(self.seed, cx, cz, 1))
-            counts = rng.poisson(self._surface_means[biome] * self.surface_density)
-            surface = {k: int(n) for k, n in zip(self._surface_keys[biome], counts) if n > 0}
+            rng = _rng(self.seed, cx, cz, 1)
+            d = self.surface_density
+            counts = [poisson(rng, lam * d) for lam in self._surface_means[biome]]
+            surface = {k: n for k, n in zip(self._surface_keys[biome], counts) if n > 0}
             if "log" in surface:
                 surface["leaves"] = 3 * surface["log"]
             dirt_like = biome not in ("ocean", "desert", "beach", "mesa", "mushroom_island")
-            night = {m: int(n) for m, n in zip(self._hostile, rng.poisson(0.6, len(self._hostile))) if n > 0}
+            night = {m: n for m in self._hostile if (n := poisson(rng, 0.6)) > 0}
             if biome != "swampland":
                 night.pop("slime", None)
             if biome in ("ocean", "river", "mushroom_island"):
                 night = {}
-            y = hand.SURFACE_Y + int(rng.integers(-2, 3)) + (12 if biome == "extreme_hills" else 0)
+            y = hand.SURFACE_Y + rng.randint(-2, 2) + (12 if biome == "extreme_hills" else 0)
             if not dirt_like:
                 surface.setdefault("dirt", 0)
             c = Cell(cx, cz, biome, y, surface, night)
@@ -114,13 +135,13 @@ class World:
         b = layer_of(y)
         counts = cell.bands.get(b)
         if counts is None:
-            rng = np.random.default_rng(_mix(self.seed, cell.cx, cell.cz, 2, b))
-            ores = list(self._ore_mean)
-            lam = np.array([self._ore_mean[o][b] for o in ores])
-            if "emerald_ore" in ores and cell.biome != "extreme_hills":
-                lam[ores.index("emerald_ore")] = 0.0
-            drawn = rng.poisson(lam)
-            counts = {o: int(n) for o, n in zip(ores, drawn) if n > 0}
+            rng = _rng(self.seed, cell.cx, cell.cz, 2, b)
+            counts = {}
+            for ore, means in self._ore_mean.items():
+                lam = 0.0 if (ore == "emerald_ore" and cell.biome != "extreme_hills") else float(means[b])
+                n = poisson(rng, lam)
+                if n > 0:
+                    counts[ore] = n
             total = self.cell_size * self.cell_size * BAND
             counts["stone"] = max(0, total - sum(counts.values()))
             cell.bands[b] = counts
