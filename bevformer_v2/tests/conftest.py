@@ -47,6 +47,18 @@ def infos(nusc):
     return dict(train=build_infos(nusc, s["mini_train"]), val=build_infos(nusc, s["mini_val"]))
 
 
+CLI_OVERRIDES = ["data.synthetic.samples_per_scene=4", "data.synthetic.objects_per_scene=12",
+                 "data.synthetic.img_w=128", "data.synthetic.img_h=72", "data.synthetic.seed=1",
+                 "data.crop=[0,8,128,72]", "data.resize_heights=[64]", "data.test_height=64", "model.head.bev_h=16",
+                 "model.head.bev_w=16", "model.head.num_query=30", "device=cpu"]
+
+
+@pytest.fixture(scope="session")
+def cli_overrides(synth_root):
+    """Hydra overrides that point the entry points at the session's small synthetic set and shrink the model."""
+    return [f"data.root={synth_root}", *CLI_OVERRIDES]
+
+
 @pytest.fixture(autouse=True)
 def _threads():
     torch.set_num_threads(1)

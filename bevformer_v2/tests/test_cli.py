@@ -9,22 +9,15 @@ import pytest
 BIN = os.path.dirname(sys.executable)
 
 
-def _overrides(root):
-    return [f"data.root={root}", "data.synthetic.samples_per_scene=4", "data.synthetic.objects_per_scene=12",
-            "data.synthetic.img_w=128", "data.synthetic.img_h=72", "data.synthetic.seed=1", "data.crop=[0,8,128,72]",
-            "data.resize_heights=[64]", "data.test_height=64", "model.head.bev_h=16", "model.head.bev_w=16",
-            "model.head.num_query=30", "device=cpu"]
-
-
 def _run(cmd, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
 
 
-def test_train_then_eval(synth_root, tmp_path):
+def test_train_then_eval(cli_overrides, tmp_path):
     out = tmp_path / "run"
     res = _run([f"{BIN}/bevformer-v2-train", f"hydra.run.dir={out}", "train.iters=2", "train.log_every=1",
-                *_overrides(synth_root)], tmp_path)
+                *cli_overrides], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     m = json.loads((out / "metrics.json").read_text())
     for k in ("NDS", "mAP", "mATE", "mASE", "mAOE", "mAVE", "mAAE", "AP/car", "train_loss"):
@@ -34,12 +27,12 @@ def test_train_then_eval(synth_root, tmp_path):
     ckpt = find_latest_checkpoint(out / "checkpoints")
     assert ckpt is not None
     res = _run([f"{BIN}/bevformer-v2-eval", f"hydra.run.dir={tmp_path / 'ev'}", f"checkpoint={ckpt}",
-                *_overrides(synth_root)], tmp_path)
+                *cli_overrides], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     m2 = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert m2["NDS"] == m["NDS"]
     res = _run([f"{BIN}/bevformer-v2-eval", f"hydra.run.dir={tmp_path / 'ev2'}", f"checkpoint={ckpt}",
-                "eval_head=perspective", *_overrides(synth_root)], tmp_path)
+                "eval_head=perspective", *cli_overrides], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "NDS" in json.loads((tmp_path / "ev2" / "metrics.json").read_text())
 
@@ -52,12 +45,12 @@ def test_missing_dataset_is_one_clear_error(tmp_path):
 
 
 @pytest.mark.dist
-def test_torchrun_two_processes_train(synth_root, tmp_path):
+def test_torchrun_two_processes_train(cli_overrides, tmp_path):
     """DDP (gloo) launch of the training CLI with 2 processes, temporal + Group-DETR + two-stage model."""
     out = tmp_path / "ddp"
     res = _run([f"{BIN}/torchrun", "--standalone", "--nproc_per_node=2", "--no-python", f"{BIN}/bevformer-v2-train",
                 f"hydra.run.dir={out}", "train.iters=2", "train.log_every=1", "data.frames=[-1,0]",
                 "model.head.group_detr=2", "model.head.two_stage=true", "model.head.num_proposals=8",
-                "eval_after_train=false", *_overrides(synth_root)], tmp_path)
+                "eval_after_train=false", *cli_overrides], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert (out / "metrics.json").exists()

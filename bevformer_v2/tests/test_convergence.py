@@ -2,9 +2,10 @@
 import pytest
 import torch
 
-from bevformer_v2.data.dataset import BEVDataset
-from bevformer_v2.engine import build_optimizer, infinite_loader, matched_errors, to_device
+from bevformer_v2.data.dataset import BEVDataset, collate
+from bevformer_v2.engine import build_optimizer, matched_errors, micro_batches, to_device
 from bevformer_v2.losses import detector_losses, total_loss
+from repro_shared.data import build_loader
 
 CROP = (0, 8, 128, 72)
 
@@ -17,10 +18,10 @@ def test_training_beats_untrained_on_val(infos, make_tiny):
     model = make_tiny(grid_mask=False)
     before = matched_errors(model, val, "cpu")
     opt = build_optimizer(model, 1e-3, 0.01, 0.5)
-    batches = infinite_loader(train, 1, 0, 0)
+    batches = micro_batches(build_loader(train, batch_size=1, seed=0, collate_fn=collate), 0)
     model.train()
     for _ in range(300):
-        batch = to_device(next(batches), "cpu")
+        batch = to_device(next(batches)[2], "cpu")
         loss = total_loss(detector_losses(model(batch), batch, 1, True))
         opt.zero_grad()
         loss.backward()

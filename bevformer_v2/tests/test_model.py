@@ -4,7 +4,7 @@ import torch
 
 from bevformer_v2.data.dataset import BEVDataset, collate
 from bevformer_v2.losses import detector_losses, total_loss
-from bevformer_v2.models.attention import SpatialCrossAttention, TemporalSelfAttention
+from bevformer_v2.models.attention import SpatialCrossAttention, TemporalSelfAttention, visible_queries
 from bevformer_v2.models.transformer import GroupMultiheadAttention, point_sampling
 from repro_shared.ops.msda import msda_reference
 
@@ -31,14 +31,15 @@ def test_sca_uses_per_sample_camera_masks():
     feats = torch.randn(2, S, 2, 16)
     ref = torch.rand(2, 2, HW, D, 2)
     mask = torch.rand(2, 2, HW, D) > 0.5
-    shapes, start = torch.tensor([[4, 5]]), torch.tensor([0])
-    out = sca(q, feats, ref, mask, shapes, start)
+    shapes, start = ((4, 5),), (0,)
+    out = sca(q, feats, visible_queries(ref, mask), shapes, start)
     for b in range(2):
-        single = sca(q[b:b + 1], feats[:, :, b:b + 1], ref[:, b:b + 1], mask[:, b:b + 1], shapes, start)
+        single = sca(q[b:b + 1], feats[:, :, b:b + 1], visible_queries(ref[:, b:b + 1], mask[:, b:b + 1]), shapes,
+                     start)
         torch.testing.assert_close(out[b:b + 1], single, atol=1e-5, rtol=1e-5)
     # a cell seen by no camera gets output_proj(0) + q
     mask[:, 0, 3] = False
-    out = sca(q, feats, ref, mask, shapes, start)
+    out = sca(q, feats, visible_queries(ref, mask), shapes, start)
     torch.testing.assert_close(out[0, 3], sca.output_proj.bias + q[0, 3])
 
 
@@ -50,7 +51,7 @@ def test_tsa_fused_equals_two_slot_mean():
     B, H, W, C = 2, 4, 5, 16
     q, pos = torch.randn(B, H * W, C), torch.randn(B, H * W, C)
     ref = torch.rand(B, H * W, 1, 2)
-    shapes, start = torch.tensor([[H, W]]), torch.tensor([0])
+    shapes, start = ((H, W),), (0,)
     out = tsa(q, pos, ref, shapes, start)
     x = torch.cat([q, q + pos], -1)
     off = tsa.sampling_offsets(x).view(B, H * W, 2, 2, 1, 3, 2)

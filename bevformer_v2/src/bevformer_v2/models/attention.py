@@ -29,6 +29,16 @@ def _init_offsets(linear: nn.Linear, heads: int, groups: int, points: int) -> No
         linear.bias.copy_(grid.flatten())
 
 
+def level_wh(spatial_shapes, like: torch.Tensor) -> torch.Tensor:
+    """(L, 2) = (W_l, H_l) on ``like``'s device and dtype: the normaliser of sampling offsets given in pixels.
+
+    ``spatial_shapes``: a sequence of (H_l, W_l) (host ints: no device sync, works on any device) or an (L, 2)
+    tensor."""
+    if isinstance(spatial_shapes, torch.Tensor):
+        return spatial_shapes.flip(-1).to(like)
+    return like.new_tensor([[w, h] for h, w in spatial_shapes])
+
+
 def _xavier(linear: nn.Linear) -> None:
     nn.init.xavier_uniform_(linear.weight)
     nn.init.zeros_(linear.bias)
@@ -60,13 +70,30 @@ class MSDeformableAttention3D(nn.Module):
         v = self.value_proj(value).view(Bp, value.shape[1], M, -1)
         off = self.sampling_offsets(query).view(Bp, Q, M, L, P, 2)
         attn = self.attention_weights(query).view(Bp, Q, M, L * P).softmax(-1).view(Bp, Q, M, L, P)
-        norm = torch.stack([spatial_shapes[:, 1], spatial_shapes[:, 0]], -1).to(off)  # (w_l, h_l)
         D = reference_points.shape[2]
-        off = off / norm[None, None, None, :, None, :]
+        off = off / level_wh(spatial_shapes, off)[None, None, None, :, None, :]
         off = off.view(Bp, Q, M, L, P // D, D, 2)
         loc = reference_points[:, :, None, None, None, :, :] + off  # point p = k*D + z uses anchor z
         loc = loc.view(Bp, Q, M, L, P, 2)
         return multi_scale_deformable_attn(v, spatial_shapes, level_start_index, loc, attn, self.msda_impl)
+
+
+def visible_queries(reference_points_cam: torch.Tensor, bev_mask: torch.Tensor) -> dict:
+    """SCA re-batching (spec §2.3 steps 1-2) computed once per encoder pass (every layer shares it).
+
+    reference_points_cam (N, B, HW, D, 2), bev_mask (N, B, HW, D) -> dict with ``order`` (N, B, max_len)
+    indices of the cells that camera n sees in sample b (padded with cells it does not see), ``keep``
+    (N, B, max_len) bool (real, not padding), ``ref`` (N, B, max_len, D, 2) their reference points and
+    ``count`` (B, HW) the number of cameras that see each cell (>= 1). One host sync (``max_len``); on the
+    ``meta`` device (device checks without data) no compaction: ``max_len = HW``."""
+    N, B, HW, D = bev_mask.shape
+    visible = bev_mask.any(-1)  # (N, B, HW)
+    counts = visible.sum(-1)  # (N, B)
+    max_len = HW if bev_mask.is_meta else max(int(counts.max()), 1)
+    order = torch.argsort((~visible).to(torch.int8), dim=-1, stable=True)[..., :max_len]
+    keep = torch.arange(max_len, device=bev_mask.device)[None, None] < counts[..., None]
+    ref = torch.gather(reference_points_cam, 2, order[..., None, None].expand(-1, -1, -1, D, 2))
+    return dict(order=order, keep=keep, ref=ref, count=visible.sum(0).clamp(min=1))
 
 
 class SpatialCrossAttention(nn.Module):
@@ -80,31 +107,22 @@ class SpatialCrossAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
         _xavier(self.output_proj)
 
-    def forward(self, query, value, reference_points_cam, bev_mask, spatial_shapes, level_start_index):
-        """query (B, HW, C); value (N, S, B, C); reference_points_cam (N, B, HW, D, 2); bev_mask (N, B, HW, D).
-
-        Returns (B, HW, C) = Dropout(Linear(mean over visible cameras)) + query.
-        """
+    def forward(self, query, value, visible: dict, spatial_shapes, level_start_index):
+        """query (B, HW, C); value (N, S, B, C); ``visible`` from :func:`visible_queries`; spatial_shapes:
+        (H_l, W_l) pairs. Returns (B, HW, C) = Dropout(Linear(mean over the cameras that see a cell)) + query."""
         N, S, B, C = value.shape
         HW = query.shape[1]
-        visible = bev_mask.any(-1)  # (N, B, HW)
-        counts = visible.sum(-1)  # (N, B)
-        max_len = max(int(counts.max()), 1)
-        # indices of visible cells, padded with 0 (padding rows are discarded by the scatter mask)
-        order = torch.argsort((~visible).to(torch.int8), dim=-1, stable=True)[..., :max_len]  # (N, B, max_len)
-        keep = torch.arange(max_len, device=query.device)[None, None] < counts[..., None]  # (N, B, max_len)
+        order, keep, ref = visible["order"], visible["keep"], visible["ref"]
+        max_len, D = order.shape[-1], ref.shape[3]
         q = torch.gather(query[None].expand(N, B, HW, C), 2, order[..., None].expand(-1, -1, -1, C))
-        D = reference_points_cam.shape[3]
-        ref = torch.gather(reference_points_cam, 2, order[..., None, None].expand(-1, -1, -1, D, 2))
         val = value.permute(0, 2, 1, 3).reshape(N * B, S, C)
         out = self.deformable_attention(q.reshape(N * B, max_len, C), val, ref.reshape(N * B, max_len, D, 2),
                                         spatial_shapes, level_start_index).view(N, B, max_len, C)
-        out = out * keep[..., None]
+        out = out * keep[..., None]  # padding rows are discarded
         slots = query.new_zeros(B, HW, C)
         idx = order.permute(1, 0, 2).reshape(B, N * max_len)
         slots.scatter_add_(1, idx[..., None].expand(-1, -1, C), out.permute(1, 0, 2, 3).reshape(B, N * max_len, C))
-        count = visible.sum(0).clamp(min=1).to(slots)  # (B, HW)
-        slots = slots / count[..., None]
+        slots = slots / visible["count"].to(slots)[..., None]
         return self.dropout(self.output_proj(slots)) + query
 
 
@@ -142,7 +160,7 @@ class TemporalSelfAttention(nn.Module):
         v = self.value_proj(query).view(B, Q, M, C // M)
         off = self.sampling_offsets(x).view(B, Q, M, T, L, P, 2)
         attn = self.attention_weights(x).view(B, Q, M, T, L * P).softmax(-1).view(B, Q, M, T, L, P) / T
-        norm = torch.stack([spatial_shapes[:, 1], spatial_shapes[:, 0]], -1).to(off)
+        norm = level_wh(spatial_shapes, off)
         loc = reference_points[:, :, None, None, :, None, :] + off / norm[None, None, None, None, :, None, :]
         loc = loc.permute(0, 1, 2, 4, 3, 5, 6).reshape(B, Q, M, L, T * P, 2)
         attn = attn.permute(0, 1, 2, 4, 3, 5).reshape(B, Q, M, L, T * P)
@@ -180,7 +198,7 @@ class CustomMSDeformableAttention(nn.Module):
         v = self.value_proj(value).view(B, value.shape[1], M, C // M)
         off = self.sampling_offsets(q).view(B, Q, M, L, P, 2)
         attn = self.attention_weights(q).view(B, Q, M, L * P).softmax(-1).view(B, Q, M, L, P)
-        norm = torch.stack([spatial_shapes[:, 1], spatial_shapes[:, 0]], -1).to(off)
+        norm = level_wh(spatial_shapes, off)
         loc = reference_points[:, :, None, None, None, :] + off / norm[None, None, None, :, None, :]
         out = multi_scale_deformable_attn(v, spatial_shapes, level_start_index, loc, attn, self.msda_impl)
         return self.dropout(self.output_proj(out)) + query

@@ -270,7 +270,8 @@ class BEVFormerV2(nn.Module):
                                           bda)
                     continue
                 k2t = batch["ego_k2t"][:, t]
-                own = head.encode(feats[: self.num_bev_levels], batch["lidar2img"][:, t] @ k2t, batch["img_shape"])
+                own = head.encode(feats[: self.num_bev_levels], batch["lidar2img"][:, t] @ k2t[:, None],
+                                  batch["img_shape"])  # per-sample ego motion, all N cameras
                 B, HW, C = own.shape
                 bev = ego_motion_warp(own.transpose(1, 2).reshape(B, C, head.bev_h, head.bev_w),
                                       torch.linalg.inv(k2t), head.pc_range)

@@ -10,7 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import (CustomMSDeformableAttention, SpatialCrossAttention, TemporalSelfAttention, _xavier)
+from .attention import (CustomMSDeformableAttention, SpatialCrossAttention, TemporalSelfAttention, _xavier,
+                        visible_queries)
 
 
 class FFN(nn.Module):
@@ -64,9 +65,9 @@ class BEVFormerLayer(nn.Module):
         self.ffns = nn.ModuleList([FFN(embed_dims, ffn_dims, dropout)])
         self.norms = nn.ModuleList([nn.LayerNorm(embed_dims) for _ in range(3)])
 
-    def forward(self, query, bev_pos, ref_2d, feats, ref_cam, bev_mask, bev_shape, spatial_shapes, level_start):
-        query = self.norms[0](self.attentions[0](query, bev_pos, ref_2d, bev_shape, bev_shape.new_zeros(1)))
-        query = self.norms[1](self.attentions[1](query, feats, ref_cam, bev_mask, spatial_shapes, level_start))
+    def forward(self, query, bev_pos, ref_2d, feats, visible, bev_hw, spatial_shapes, level_start):
+        query = self.norms[0](self.attentions[0](query, bev_pos, ref_2d, (bev_hw,), (0,)))
+        query = self.norms[1](self.attentions[1](query, feats, visible, spatial_shapes, level_start))
         return self.norms[2](self.ffns[0](query))
 
 
@@ -93,14 +94,15 @@ class BEVFormerEncoder(nn.Module):
         return ref_3d, ref_2d
 
     def forward(self, bev_query, feats, bev_pos, H, W, spatial_shapes, level_start, lidar2img, img_shape):
-        """bev_query, bev_pos (B, HW, C); feats (N, S, B, C) -> (B, HW, C)."""
+        """bev_query, bev_pos (B, HW, C); feats (N, S, B, C); spatial_shapes / level_start: host ints of the
+        image levels -> (B, HW, C)."""
         B = bev_query.shape[0]
         ref_3d, ref_2d = self.reference_points(H, W, B, bev_query.device)
         ref_cam, bev_mask = point_sampling(ref_3d, self.pc_range, lidar2img, img_shape)
-        bev_shape = torch.tensor([[H, W]], device=bev_query.device)
+        visible = visible_queries(ref_cam.to(bev_query.dtype), bev_mask)  # once for all layers
         x = bev_query
         for layer in self.layers:
-            x = layer(x, bev_pos, ref_2d, feats, ref_cam.to(x.dtype), bev_mask, bev_shape, spatial_shapes, level_start)
+            x = layer(x, bev_pos, ref_2d, feats, visible, (H, W), spatial_shapes, level_start)
         return x
 
 
@@ -224,8 +226,7 @@ class DetectionTransformerDecoder(nn.Module):
 
         Returns states (L, B, Q, C) and the reference each layer's prediction uses (L, B, Q, 3).
         """
-        spatial_shapes = torch.tensor([bev_hw], device=query.device)
-        level_start = spatial_shapes.new_zeros(1)
+        spatial_shapes, level_start = (tuple(bev_hw),), (0,)  # host ints: no device sync in the MSDA dispatch
         states, refs = [], []
         ref = reference_points
         for lid, layer in enumerate(self.layers):
@@ -279,8 +280,8 @@ class PerceptionTransformerV2(nn.Module):
             feats.append(f + self.cams_embeds[:, None, None] + self.level_embeds[None, None, lvl:lvl + 1])
             shapes.append((h, w))
         feats = torch.cat(feats, 2).permute(0, 2, 1, 3)  # (N, S, B, C)
-        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=feats.device)
-        level_start = torch.cat([spatial_shapes.new_zeros(1), spatial_shapes.prod(1).cumsum(0)[:-1]])
+        spatial_shapes = tuple(shapes)  # host ints (H_l, W_l)
+        level_start = tuple(sum(h * w for h, w in shapes[:lvl]) for lvl in range(len(shapes)))
         bev = self.encoder(bev_query, feats, bev_pos, H, W, spatial_shapes, level_start, lidar2img, img_shape)
         if bda is not None:
             B = bev.shape[0]
