@@ -144,8 +144,9 @@ def test_deformable_sampling_with_reference_boxes_scales_x_by_width():
     seen = {}
     import param_ap_loss.models.deformable_detr as mod
 
-    orig = mod.ms_deform_attn
-    mod.ms_deform_attn = lambda value, loc, w: seen.update(loc=loc) or orig(value, loc, w)
+    orig = mod.multi_scale_deformable_attn
+    mod.multi_scale_deformable_attn = lambda v, shapes, starts, loc, w: seen.update(loc=loc) or orig(v, shapes, starts,
+                                                                                                   loc, w)
     try:
         with torch.no_grad():
             attn.sampling_offsets.bias.copy_(torch.tensor([0.6, -0.2], dtype=D))  # (dx, dy) of the one point
@@ -153,7 +154,7 @@ def test_deformable_sampling_with_reference_boxes_scales_x_by_width():
         ref = torch.tensor([[[[0.3, 0.6, 0.4, 0.1]]]], dtype=D)  # cx, cy, w, h
         attn(q, ref, torch.zeros(1, 6, 4, dtype=D), [(2, 3)], torch.zeros(1, 6, dtype=torch.bool))
     finally:
-        mod.ms_deform_attn = orig
+        mod.multi_scale_deformable_attn = orig
     torch.testing.assert_close(seen["loc"].reshape(2), torch.tensor([0.3 + 0.6 * 0.4 / 2, 0.6 - 0.2 * 0.1 / 2], dtype=D))
 
 

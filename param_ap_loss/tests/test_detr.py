@@ -5,7 +5,7 @@ import torch
 from hydra import compose, initialize_config_module
 
 from param_ap_loss.models.build import build_detector
-from param_ap_loss.models.deformable_detr import hungarian_match, ms_deform_attn
+from param_ap_loss.models.deformable_detr import MSDeformAttn, hungarian_match
 
 
 def _cfg(*overrides):
@@ -13,33 +13,53 @@ def _cfg(*overrides):
         return compose("train", overrides=["experiment=deformable_detr_tiny_shapes", *overrides])
 
 
-def test_ms_deform_attn_equals_explicit_bilinear_sampling():
+def test_deformable_attention_module_samples_the_right_pixels():
+    """MSDeformAttn with identity projections, fixed offsets and attention: its output equals explicit
+    bilinear sampling (pixel-centre convention, zeros outside) of each head's channels at ref + offset /
+    (W_l, H_l), on non-square levels (checks the head split, the (x, y) order and the level layout handed
+    to ``repro_shared.ops.msda``)."""
     g = torch.Generator().manual_seed(0)
-    shapes = [(6, 8), (3, 4)]
-    heads, dh, b, lq, pts = 2, 3, 1, 5, 2
-    value = [torch.randn(b * heads, dh, h, w, generator=g, dtype=torch.float64) for h, w in shapes]
-    loc = torch.rand(b, lq, heads, len(shapes), pts, 2, generator=g, dtype=torch.float64) * 1.2 - 0.1
-    wts = torch.rand(b, lq, heads, len(shapes), pts, generator=g, dtype=torch.float64)
-    out = ms_deform_attn(value, loc, wts)
+    shapes = [(6, 8), (3, 5)]
+    heads, dh, lq, pts = 2, 3, 4, 2
+    d = heads * dh
+    attn = MSDeformAttn(d, len(shapes), heads, pts).double()
+    off = torch.randn(heads, len(shapes), pts, 2, generator=g, dtype=torch.float64) * 2
+    logit = torch.randn(heads, len(shapes) * pts, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        for lin in (attn.value_proj, attn.output_proj):
+            lin.weight.copy_(torch.eye(d, dtype=torch.float64))
+            lin.bias.zero_()
+        attn.sampling_offsets.weight.zero_()
+        attn.sampling_offsets.bias.copy_(off.flatten())
+        attn.attention_weights.weight.zero_()
+        attn.attention_weights.bias.copy_(logit.flatten())
+    feats = [torch.randn(h, w, d, generator=g, dtype=torch.float64) for h, w in shapes]
+    inp = torch.cat([f.reshape(-1, d) for f in feats])[None]
+    ref = torch.rand(1, lq, len(shapes), 2, generator=g, dtype=torch.float64)
+    out = attn(torch.zeros(1, lq, d, dtype=torch.float64), ref, inp, shapes,
+               torch.zeros(1, inp.shape[1], dtype=torch.bool))
 
-    def bilinear(v, x, y):  # v (dh, H, W); pixel-centre convention, zero outside
-        h, w = v.shape[1:]
+    def bilinear(f, x, y):  # f (H, W, C); pixel-centre convention, zero outside
+        h, w = f.shape[:2]
         px, py = x * w - 0.5, y * h - 0.5
         x0, y0 = int(torch.floor(px)), int(torch.floor(py))
-        acc = torch.zeros(v.shape[0], dtype=v.dtype)
+        acc = torch.zeros(f.shape[2], dtype=f.dtype)
         for xi, yi in ((x0, y0), (x0 + 1, y0), (x0, y0 + 1), (x0 + 1, y0 + 1)):
             if 0 <= xi < w and 0 <= yi < h:
-                acc += v[:, yi, xi] * (1 - abs(px - xi)) * (1 - abs(py - yi))
+                acc += f[yi, xi] * (1 - abs(px - xi)) * (1 - abs(py - yi))
         return acc
 
-    want = torch.zeros(b, lq, heads * dh, dtype=torch.float64)
+    weights = logit.softmax(-1).view(heads, len(shapes), pts)
+    want = torch.zeros(lq, d, dtype=torch.float64)
     for q in range(lq):
-        for hh in range(heads):
-            for lvl in range(len(shapes)):
+        for m in range(heads):
+            for lvl, (h, w) in enumerate(shapes):
                 for p in range(pts):
-                    x, y = loc[0, q, hh, lvl, p]
-                    want[0, q, hh * dh:(hh + 1) * dh] += wts[0, q, hh, lvl, p] * bilinear(value[lvl][hh], x, y)
-    torch.testing.assert_close(out, want)
+                    x = ref[0, q, lvl, 0] + off[m, lvl, p, 0] / w
+                    y = ref[0, q, lvl, 1] + off[m, lvl, p, 1] / h
+                    want[q, m * dh:(m + 1) * dh] += weights[m, lvl, p] * bilinear(feats[lvl][..., m * dh:(m + 1) * dh],
+                                                                                 x, y)
+    torch.testing.assert_close(out[0], want)
 
 
 def test_hungarian_match_recovers_perfect_predictions():
@@ -99,3 +119,16 @@ def test_detr_coco_config_composes():
         cfg = compose("train", overrides=["experiment=deformable_detr_pap_coco"])
     assert cfg.model.name == "deformable_detr" and cfg.loss.type == "pap" and cfg.train.optimizer == "adamw"
     assert cfg.train.lr == 0.0002 and cfg.train.epochs == 50 and cfg.model.detr.num_queries == 300
+
+
+def test_hungarian_match_refuses_non_finite_inputs_by_name():
+    from repro_shared.guards import NonFiniteError
+
+    logits, boxes = torch.zeros(1, 3, 2), torch.full((1, 3, 4), 0.3)
+    logits[0, 1, 0] = float("nan")
+    tg = [{"labels": torch.tensor([1]), "boxes_n": torch.tensor([[0.5, 0.5, 0.2, 0.1]])}]
+    with pytest.raises(NonFiniteError, match="Hungarian matcher: input 'logits' holds 1 non-finite"):
+        hungarian_match(logits, boxes, tg)
+    tg[0]["boxes_n"][0, 2] = float("inf")
+    with pytest.raises(NonFiniteError, match="'target_boxes'"):
+        hungarian_match(torch.zeros(1, 3, 2), boxes, tg)

@@ -34,6 +34,7 @@ from torch import nn
 from torchvision.ops import box_convert, generalized_box_iou
 
 from repro_shared.guards import check_finite_inputs
+from repro_shared.ops.msda import multi_scale_deformable_attn
 
 from ..losses import PAPLoss, grad_scale, sigmoid_focal_loss_sum
 from ..ops.boxes import giou_aligned, localisation_quality
@@ -41,28 +42,6 @@ from .backbones import ResNetBody
 from .common import SizedTransform
 
 LOSS_TYPES = ("pap", "focal_l1_giou")
-
-
-def ms_deform_attn(value: list[torch.Tensor], locations: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Multi-scale deformable attention, pure PyTorch (bilinear ``grid_sample``, zero padding).
-
-    Args:
-        value: per level (B * heads, Dh, H_l, W_l).
-        locations: (B, Lq, heads, levels, points, 2) sampling points in [0, 1] (x, y).
-        weights: (B, Lq, heads, levels, points), softmax-normalised over (levels, points).
-    Returns:
-        (B, Lq, heads * Dh).
-    """
-    b, lq, h, n_lvl, n_pts, _ = locations.shape
-    grids = 2 * locations - 1
-    sampled = []
-    for lvl, v in enumerate(value):
-        g = grids[:, :, :, lvl].permute(0, 2, 1, 3, 4).reshape(b * h, lq, n_pts, 2)
-        sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
-    s = torch.stack(sampled, dim=-2)  # (B*heads, Dh, Lq, levels, points)
-    w = weights.permute(0, 2, 1, 3, 4).reshape(b * h, 1, lq, n_lvl, n_pts)
-    out = (s * w).sum((-1, -2))  # (B*heads, Dh, Lq)
-    return out.view(b, h * out.shape[1], lq).transpose(1, 2)
 
 
 def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -76,7 +55,8 @@ class MSDeformAttn(nn.Module):
     its level shapes and padding mask (B, sum H_l W_l) -> (B, Lq, d).
 
     Sampling locations: ``ref + offset / (W_l, H_l)`` for points; ``ref_xy + offset / n_points * ref_wh / 2``
-    for boxes (as officially).
+    for boxes (as officially). The sampling itself is :func:`repro_shared.ops.msda.multi_scale_deformable_attn`
+    (``grid_sample`` reference on CPU, Triton kernels on CUDA).
     """
 
     def __init__(self, d: int, n_levels: int, n_heads: int, n_points: int):
@@ -102,12 +82,7 @@ class MSDeformAttn(nn.Module):
     def forward(self, query, ref, inp, shapes, pad_mask):
         b, lq, _ = query.shape
         v = self.value_proj(inp).masked_fill(pad_mask[..., None], 0.0)
-        dh = self.d // self.n_heads
-        values, start = [], 0
-        for hh, ww in shapes:
-            lvl = v[:, start:start + hh * ww].view(b, hh, ww, self.n_heads, dh).permute(0, 3, 4, 1, 2)
-            values.append(lvl.reshape(b * self.n_heads, dh, hh, ww))
-            start += hh * ww
+        v = v.view(b, v.shape[1], self.n_heads, self.d // self.n_heads)  # (B, S, heads, Dh)
         off = self.sampling_offsets(query).view(b, lq, self.n_heads, self.n_levels, self.n_points, 2)
         attn = self.attention_weights(query).view(b, lq, self.n_heads, self.n_levels * self.n_points)
         attn = attn.softmax(-1).view(b, lq, self.n_heads, self.n_levels, self.n_points)
@@ -116,7 +91,7 @@ class MSDeformAttn(nn.Module):
             loc = ref[:, :, None, :, None, :] + off / norm[None, None, None, :, None, :]
         else:
             loc = ref[:, :, None, :, None, :2] + off / self.n_points * ref[:, :, None, :, None, 2:] * 0.5
-        return self.output_proj(ms_deform_attn(values, loc, attn))
+        return self.output_proj(multi_scale_deformable_attn(v, shapes, None, loc, attn))
 
 
 class _FFN(nn.Module):
