@@ -3,7 +3,7 @@ external info and memory each help. This is a check of our harness, not evidence
 
 import pytest
 
-from gitm.evaluation import ResultsStore, binomial_ci, obtain_diamond_jobs, run_pool, summarise_milestones
+from gitm.evaluation import ResultsStore, binomial_ci, obtain_diamond_jobs, run_pool
 from gitm.learning import run_learning
 
 ROWS = {  # decompose, feedback, external_info, use_memory (paper Table 3 rows)

@@ -2,7 +2,6 @@
 
 import asyncio
 
-from gitm.actions import Action
 from gitm.agent import Agent, AgentConfig, DirectBackend, tree_fn_from
 from gitm.decomposer import OracleDecomposer
 from gitm.planner import OraclePlanner

@@ -5,7 +5,7 @@ from importlib import resources
 
 import pytest
 
-from gitm.knowledge.tables import Knowledge, equivalent_tools
+from gitm.knowledge.tables import equivalent_tools
 
 
 def test_shipped_extract_matches_a_fresh_build():

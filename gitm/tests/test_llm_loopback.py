@@ -5,7 +5,6 @@ import json
 
 import pytest
 
-from gitm.actions import Action
 from gitm.agent import Agent, AgentConfig, ChatBackend, tree_fn_from
 from gitm.decomposer import OracleDecomposer
 from gitm.errors import LLMError

@@ -1,7 +1,6 @@
 """Text memory (spec 2.6): first entry is the reference, summarise at N=5, atomic JSON, merging."""
 
 import asyncio
-import json
 
 import pytest
 

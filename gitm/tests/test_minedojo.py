@@ -20,7 +20,7 @@ def test_minedojo_is_not_imported_by_the_package():
     import sys
 
     import gitm.cli  # noqa: F401
-    import gitm.runtime  # noqa: F401
+    import gitm.runtime  # noqa: F401  (imported to check it does not import minedojo)
     assert "minedojo" not in sys.modules
 
 

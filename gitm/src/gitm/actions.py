@@ -10,7 +10,7 @@ specify"; default 1).
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from .errors import PlanParseError, UnknownActionError

@@ -23,10 +23,10 @@ from typing import Any, Awaitable, Callable, Protocol
 from .actions import Action, Feedback
 from .decomposer import Goal, Node
 from .errors import PlanParseError
+from .knowledge.tables import equivalent_tools
 from .memory import Memory, Summarise
 from .parsing import parse_plan
-from .knowledge.tables import equivalent_tools
-from .planner import OraclePlanner, PlanRequest, Prompts
+from .planner import OraclePlanner, PlanRequest, default_prompts
 
 OBTAIN_DIAMOND_MILESTONES = ("crafting_table", "wooden_pickaxe", "stone_pickaxe", "iron_pickaxe", "diamond")
 REQUEUE_REASONS = ("no_tool", "no_materials", "no_fuel", "tool_broke")
@@ -117,6 +117,8 @@ class Agent:
         summarise: the summariser used when the memory reaches N entries.
         seed: episode seed (the noisy planner's draws).
         on_trace: called with each trace line as it happens (``gitm-play`` prints them).
+        remember_only: when set, only these sub-goal keys are written to the memory (the curriculum
+            learns one sub-goal per episode).
     """
 
     def __init__(self, env, backend: PlannerBackend, decompose_fn: Callable[[str, int], Awaitable[Node]],
@@ -127,7 +129,7 @@ class Agent:
         self.memory, self.summarise = memory, summarise
         self.cfg = cfg or AgentConfig()
         self.seed = int(seed)
-        self.prompts = Prompts()
+        self.prompts = default_prompts()
         self.on_trace = on_trace
         self.trace: list[str] = []
         self.queries = self.parse_failures = self.subgoals = 0

@@ -17,7 +17,6 @@ Measured in one run on this machine's CPUs:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform

@@ -10,7 +10,6 @@ the command-line overrides, so running the same command again after a kill resum
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import json
 import logging

@@ -15,7 +15,6 @@ order; ``snapshots`` writes the memory as it stood at given step counts (for the
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Callable

@@ -22,6 +22,7 @@ loopback server (:mod:`gitm.llm.testing`) answers real HTTP requests from the or
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -103,6 +104,12 @@ class Prompts:
         """The action descriptions of the system prompt (the summariser prompt reuses them)."""
         s = self.system
         return s[s.index("Actions"):s.index("Restrictions")].strip()
+
+
+@functools.lru_cache(maxsize=1)
+def default_prompts() -> Prompts:
+    """The package's prompt templates, read once per process."""
+    return Prompts()
 
 
 _LINE = {k: re.compile(rf"^{k}: (.*)$", re.M) for k in ("Inventory", "Environment", "Goal", "Reference plan")}

@@ -16,7 +16,7 @@ from .actions import Action
 from .decomposer import prompt_text
 from .errors import GitmError, PlanParseError
 from .parsing import parse_summary
-from .planner import Prompts, fill
+from .planner import default_prompts, fill
 
 
 def _key(a: Action) -> tuple:
@@ -54,7 +54,7 @@ class LLMSummarizer:
 
     def __init__(self, chat: Callable[[list[dict]], Awaitable[str]], attempts: int = 3):
         self.chat, self.attempts = chat, attempts
-        self.system = fill(prompt_text("summarizer_system.txt"), actions=Prompts().action_section())
+        self.system = fill(prompt_text("summarizer_system.txt"), actions=default_prompts().action_section())
         self.user = prompt_text("summarizer_user.txt")
 
     def messages(self, key: str, plans: list[list[Action]], state: str = "the sub-goal's prerequisites in the inventory") -> list[dict]:

@@ -36,7 +36,7 @@ def requirements_problem() -> str | None:
     """A sentence naming what is missing for MineDojo, or None when everything is there."""
     missing = []
     try:
-        import minedojo  # noqa: F401
+        import minedojo  # noqa: F401  (only to see whether it is installed)
     except ImportError:
         missing.append("the minedojo package (pip install 'gitm[minedojo]')")
     java = shutil.which("java")
