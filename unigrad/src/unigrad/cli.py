@@ -10,7 +10,7 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from repro_shared import checkpoint, dist, run
@@ -24,6 +24,12 @@ from .losses import MoCoGradLoss, SiameseLoss, UniGradLoss
 from .models import SiameseNet, build_encoder
 from .models.convert import load_encoder_weights, official_to_ours, split_checkpoint, to_torchvision_resnet
 from .schedules import ema_momentum, lineval_lr, pretrain_lr, scaled_lr
+
+#: the balance factors (lambda) of the configs are stated for C = 2048 unit vectors (paper); the negative push
+#: per direction scales like lambda / C (tr F = 1), so ``${scale_to_dim:100.0,${model.projector_output_dim}}`` gives
+#: 100 at C = 2048 and 6.25 for the tiny 128-d default
+REFERENCE_DIM = 2048
+OmegaConf.register_new_resolver("scale_to_dim", lambda value, dim: float(value) * int(dim) / REFERENCE_DIM, replace=True)
 
 
 # ------------------------------------------------------------------------------------------------ building
