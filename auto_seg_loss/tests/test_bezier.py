@@ -253,3 +253,15 @@ def test_curve_tables_follow_the_input_device(impl):
     xh = torch.tensor([0.0, 0.3, 1.0], dtype=torch.bfloat16)
     assert BezierCurve(cp, impl)(xh).dtype == torch.bfloat16
     assert BezierCurve(cp, impl)(xh)[[0, 2]].tolist() == [0.0, 1.0]
+
+
+def test_nan_input_propagates_without_an_index_error():
+    """A diverged network's NaN probabilities must not crash the table lookup with an out-of-range index (a
+    device-side assert on CUDA): lut/select return NaN. The official masked form (reference) maps NaN to a
+    finite value (no mask selects it), which hides it from the loss: the engine therefore checks the logits
+    themselves (test_train.py::test_nan_prediction_stops_with_named_error)."""
+    x = torch.tensor([0.2, float("nan"), 0.9])
+    for impl in ("lut", "select"):
+        y = BezierCurve(SEARCHED_CONTROL_POINTS["mIoU"][6:], impl)(x)
+        assert torch.isnan(y[1]) and torch.isfinite(y[[0, 2]]).all(), impl
+    assert torch.isfinite(BezierCurve(SEARCHED_CONTROL_POINTS["mIoU"][6:], "reference")(x)).all()

@@ -1,4 +1,5 @@
-"""Dataset readers on fake folders in the standard layouts, pipelines, sampler, experiment configs."""
+"""Dataset readers on fake folders in the standard layouts, pipelines, bad data (too small, unreadable files),
+experiment configs."""
 
 from pathlib import Path
 
@@ -7,9 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from auto_seg_loss.cli import build_losses, compose
+from repro_shared.data import DataError
+
+from auto_seg_loss.cli import build_losses, compose, run_train
 from auto_seg_loss.data import CityscapesDataset, VOCAugDataset
-from auto_seg_loss.data.sampler import InfiniteBatchSampler
 from auto_seg_loss.data.transforms import EvalPipeline, ShortSideCenterCropPipeline, TrainPipeline, rescale_size
 
 
@@ -73,28 +75,104 @@ def test_cityscapes_layout(tmp_path):
         CityscapesDataset(tmp_path / "nope", "train")
 
 
-def test_infinite_sampler_resume_and_ranks():
-    full = InfiniteBatchSampler(10, 3, seed=4)
-    it = iter(full)
-    seq = [next(it) for _ in range(7)]
-    resumed = iter(InfiniteBatchSampler(10, 3, seed=4, start_iter=4))
-    assert [next(resumed) for _ in range(3)] == seq[4:]
-    r0 = iter(InfiniteBatchSampler(10, 2, seed=1, rank=0, world_size=2))
-    r1 = iter(InfiniteBatchSampler(10, 2, seed=1, rank=1, world_size=2))
-    b0, b1 = next(r0), next(r1)
-    assert not set(b0) & set(b1)
-    with pytest.raises(ValueError, match="global batch"):
-        InfiniteBatchSampler(3, 2, world_size=2)
+def _fake_cityscapes(root: Path, n: int = 1):
+    for split in ("train", "val"):
+        for i in range(n):
+            _img(root / "leftImg8bit" / split / "aachen" / f"aachen_{i}_0_leftImg8bit.png", 64, 32)
+            _img(root / "gtFine" / split / "aachen" / f"aachen_{i}_0_gtFine_labelTrainIds.png", 64, 32, "L", 3)
+    return root
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).parents[1] / "src/auto_seg_loss/configs/experiment").glob("*.yaml")))
-def test_experiment_configs_compose(name):
-    cfg = compose("search" if name.startswith("search") else "train", [f"experiment={name}", "data.root=/data"])
+SMALL_VOC = ["model=tiny", "data.img_scale=[64,32]", "data.crop_size=[32,32]", "train.log_every=1", "eval.tol=1",
+             "eval.radius=1", "loss.tol=1"]
+
+
+@pytest.mark.parametrize("data", ["voc_aug", "cityscapes"])
+def test_dataset_smaller_than_one_batch_fails_before_training(tmp_path, data):
+    root = _fake_voc(tmp_path) if data == "voc_aug" else _fake_cityscapes(tmp_path / "cs")
+    n = 3 if data == "voc_aug" else 1
+    cfg = compose("train", [f"data={data}", f"data.root={root}", "train.batch_size=8", f"output_dir={tmp_path / 'o'}"]
+                  + SMALL_VOC)
+    with pytest.raises(ValueError, match=rf"has {n} samples, fewer than one batch of 8.*lower train\.batch_size"):
+        run_train(cfg)
+    assert not (tmp_path / "o" / "checkpoints").exists()
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+
+
+@pytest.mark.parametrize("which", ["image", "label"])
+def test_unreadable_file_is_named_or_skipped(tmp_path, which):
+    root = _fake_voc(tmp_path)
+    bad = root / ("JPEGImages/b.jpg" if which == "image" else "SegmentationClassAug/b.png")
+    _truncate(bad)
+    ds = VOCAugDataset(root, "train_aug", TrainPipeline((64, 32), (0.5, 2.0), (32, 32)))
+    with pytest.raises(DataError, match=rf"{bad}.*data\.skip_corrupt=true"):
+        ds[1]
+    assert ds[0] is not None and ds[2] is not None
+    skip = VOCAugDataset(root, "train_aug", TrainPipeline((64, 32), (0.5, 2.0), (32, 32)), skip_corrupt=True)
+    assert skip[1] is None and skip[2] is not None
+    # Cityscapes reader: same behaviour
+    cs = _fake_cityscapes(tmp_path / "cs")
+    lab = next((cs / "gtFine" / "val").rglob("*.png"))
+    _truncate(lab)
+    with pytest.raises(DataError, match=str(lab)):
+        CityscapesDataset(cs, "val", EvalPipeline((128, 64)))[0]
+    assert CityscapesDataset(cs, "val", EvalPipeline((128, 64)), skip_corrupt=True)[0] is None
+
+
+def test_training_skips_unreadable_files_and_reports_the_count(tmp_path):
+    root = _fake_voc(tmp_path)
+    _truncate(root / "SegmentationClassAug" / "c.png")
+    over = [f"data=voc_aug", f"data.root={root}", "train.batch_size=3", "train.iters=2", f"output_dir={tmp_path / 'o'}"]
+    with pytest.raises(DataError, match="c.png"):
+        run_train(compose("train", over + SMALL_VOC))
+    res = run_train(compose("train", over + SMALL_VOC + ["data.skip_corrupt=true", f"output_dir={tmp_path / 's'}"]))
+    log = (tmp_path / "s" / "log.txt").read_text()
+    assert "c.png" in log and "epoch 0: skipped 1 unreadable training samples" in log
+    assert "epoch 1: skipped 1 unreadable training samples" in log
+    assert 0 <= res["mIoU"] <= 100
+
+
+EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[1] / "src/auto_seg_loss/configs/experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_configs_compose(name, capsys, monkeypatch):
+    """Every paper row composes through the console script (``--cfg job``) and through the compose API; the
+    values that differ from the tiny default are the recipe's (issue 19): ImageNet ResNet-V1c init required,
+    fp16 with static loss scale 512 only for the BF1 re-training."""
+    from omegaconf import OmegaConf
+
+    from auto_seg_loss import cli
+
+    search = name.startswith("search")
+    monkeypatch.setattr("sys.argv", ["asl-search" if search else "asl-train", f"experiment={name}", "--cfg", "job"])
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        (cli.search if search else cli.train)()
+    finally:
+        HydraConfig.instance().cfg = None  # the in-process Hydra app must not leak its run config into later tests
+    printed = OmegaConf.create(capsys.readouterr().out)
+    cfg = compose("search" if search else "train", [f"experiment={name}", "data.root=/data"])
+    assert OmegaConf.to_container(printed.init) == OmegaConf.to_container(cfg.init)
     assert cfg.data.name in ("voc_aug", "cityscapes")
-    if not name.startswith("search"):
+    depth = "50" if search else "101"
+    assert cfg.model.backbone == f"resnet{depth}" and cfg.init.required is True and cfg.init.path is None
+    assert f"resnet{depth}_v1c" in cfg.init.source and f"--backbone resnet{depth}" in cfg.init.converter
+    if not search:
         losses = build_losses(cfg.loss, cfg.data.num_classes, 255)
         assert set(losses) == {"out", "aux"}
         assert cfg.train.iters in (10000, 40000)
+        assert (cfg.train.amp, str(cfg.train.loss_scale)) == (("fp16", "512") if name == "voc_bf1" else ("none", "dynamic"))
+        assert cfg.optim.lr == (0.02 if name.startswith("voc") else 0.01) and cfg.optim.power == 0.9
+    else:
+        assert (cfg.search.rounds, cfg.search.samples_per_round, cfg.proxy.iters) == (12, 32, 1000)
+    tiny = compose("search" if search else "train")
+    assert tiny.init.required is False and tiny.init.path is None and tiny.device == "auto"
 
 
 def test_short_side_center_crop():

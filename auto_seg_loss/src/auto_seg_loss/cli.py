@@ -12,11 +12,12 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from repro_shared import checkpoint, run
 from repro_shared import dist as rdist
+from repro_shared.data import ResumableLoader, SkipNoneCollate, build_loader
+from torch.utils.data import default_collate
 
 from . import engine
 from .data import build_dataset
 from .data.datasets import VOCAugDataset
-from .data.sampler import InfiniteBatchSampler
 from .data.shapes import ShapesSegDataset
 from .data.transforms import ShortSideCenterCropPipeline, TrainPipeline
 from .losses import NUM_CURVES, NUM_PIECES, AutoSegLoss
@@ -24,31 +25,45 @@ from .metrics import SegEvaluator
 from .models import build_segmenter
 from .ops.bezier import identity_theta, theta_to_control_points
 from .search import PPOSearch, SearchConfig
+from .weights import load_backbone_weights
+
+
+def _collate_readable(batch):
+    """Collate the readable samples of a batch (``None`` = unreadable file skipped); ``None`` if there are none."""
+    kept = [b for b in batch if b is not None]
+    return default_collate(kept) if kept else None
 
 
 def _eval_loader(ds, batch_size: int, num_workers: int = 0):
     """In-order loader for evaluation (images of different sizes need batch_size 1)."""
-    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                                       collate_fn=_collate_readable)
 
 
-def _train_loader(ds, batch_size: int, seed: int, start_iter: int = 0, num_workers: int = 0):
-    """Endless loader whose batch at iteration ``it`` depends only on (seed, it, rank) (exact resume)."""
-    sampler = InfiniteBatchSampler(len(ds), batch_size, seed, start_iter, rank=rdist.get_rank(),
-                                   world_size=rdist.get_world_size())
-    # own generator: creating the iterator must not draw from the global RNG (restored on resume)
-    return torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=num_workers,
-                                       generator=torch.Generator().manual_seed(seed))
+def _train_loader(ds, batch_size: int, seed: int, num_workers: int = 0, skip_corrupt: bool = False,
+                  key: str = "train.batch_size") -> ResumableLoader:
+    """Resumable loader: order seeded by (seed, epoch), samples by (seed, epoch, index), rank's strided share.
+
+    Raises:
+        ValueError: the dataset holds fewer samples than one global batch (both numbers and ``key``).
+    """
+    return build_loader(ds, batch_size=batch_size, seed=seed, num_workers=num_workers, drop_last=True,
+                        collate_fn=SkipNoneCollate() if skip_corrupt else None, batch_size_key=key)
 
 
-def build_model(model_cfg, num_classes: int) -> torch.nn.Module:
+def build_model(model_cfg, num_classes: int, init_path=None, trust_checkpoint: bool = False) -> torch.nn.Module:
+    """Segmenter from the ``model`` config; ``init_path``: ImageNet backbone weights (mmcv or our names)."""
     m = OmegaConf.to_container(model_cfg, resolve=True)
-    return build_segmenter(num_classes, m["backbone"], m["channels"], m["c1_channels"], m["aux_channels"],
-                           tuple(m["dilations"]), m["aux_head"], m["dropout"], m.get("pretrained"),
-                           m.get("head_init", "mmseg"))
+    model = build_segmenter(num_classes, m["backbone"], m["channels"], m["c1_channels"], m["aux_channels"],
+                            tuple(m["dilations"]), m["aux_head"], m["dropout"], m.get("head_init", "mmseg"))
+    if init_path is not None:
+        load_backbone_weights(model, init_path, trust=trust_checkpoint)
+    return model
 
 
-def build_losses(loss_cfg, num_classes: int, ignore_index: int = 255, control_points=None) -> dict:
-    """Losses of the decode (``out``, weight 1.0) and auxiliary (``aux``, weight 0.4) heads."""
+def build_losses(loss_cfg, num_classes: int, ignore_index: int = 255, control_points=None,
+                 device: torch.device | str | None = None) -> dict:
+    """Losses of the decode (``out``, weight 1.0) and auxiliary (``aux``, weight 0.4) heads, on ``device``."""
     weights = {"out": float(loss_cfg.decode_weight), "aux": float(loss_cfg.aux_weight)}
     if loss_cfg.name == "ce":
         def ce(w):
@@ -61,7 +76,7 @@ def build_losses(loss_cfg, num_classes: int, ignore_index: int = 255, control_po
         cp = list(cp)
     return {k: AutoSegLoss(num_classes, loss_cfg.metric, cp, drop_bg=loss_cfg.drop_bg, tol=loss_cfg.tol,
                            ignore_index=ignore_index, loss_weight=w, bezier_impl=loss_cfg.bezier_impl,
-                           reduction=loss_cfg.get("reduction", "gather"))
+                           reduction=loss_cfg.get("reduction", "gather")).to(device)
             for k, w in weights.items() if w > 0}
 
 
@@ -77,29 +92,35 @@ def _evaluator(cfg_eval, data_cfg) -> SegEvaluator:
 def run_train(cfg: DictConfig) -> dict:
     """Train a segmenter with one loss and evaluate all six metrics; writes ``metrics.json``.
 
-    Outside Hydra (tests, scripts) the output folder is ``cfg.output_dir``."""
+    Outside Hydra (tests, scripts) the output folder is ``cfg.output_dir``. Paper rows refuse to start
+    (before anything is built or written) until ``init.path`` names their ImageNet weights."""
+    init_path = run.check_required_init(cfg.get("init"))
     ctx = run.setup_run(cfg, name="auto_seg_loss")
     t0 = time.perf_counter()
     train_ds = build_dataset(cfg.data, cfg.data.train_split, train=True)
+    loader = _train_loader(train_ds, cfg.train.batch_size, cfg.seed, cfg.train.num_workers,
+                           cfg.data.get("skip_corrupt", False))
     val_ds = build_dataset(cfg.data, cfg.data.val_split, train=False)
     k = cfg.data.num_classes
-    model = build_model(cfg.model, k)
+    model = build_model(cfg.model, k, init_path, cfg.init.trust_checkpoint)
     if ctx.dist.world_size > 1 and ctx.device.type == "cuda" and cfg.train.get("sync_bn", True):
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # official re-training: SyncBN (GPU only)
     model = model.to(ctx.device)
-    losses = build_losses(cfg.loss, k, cfg.data.ignore_index)
+    losses = build_losses(cfg.loss, k, cfg.data.ignore_index, device=ctx.device)
     optimizer = build_optimizer(model, cfg.optim)
-    state = checkpoint.resume(ctx.checkpoint_dir, cfg.train.resume, model=model, optimizer=optimizer)
+    precision = engine.Precision(cfg.train.get("amp", "none"), ctx.device, cfg.train.get("loss_scale", "dynamic"))
+    state = checkpoint.resume(ctx.checkpoint_dir, cfg.train.resume, model=model, optimizer=optimizer,
+                              scaler=precision.scaler, restore_rng=False)  # all randomness is re-derived per step
     net = rdist.wrap_model(model, "ddp")  # unchanged in a single process; the loss statistics stay per process
     start = int(state["step"]) if state else 0
     if state:
-        ctx.log.info("resumed from iteration %d", start)
-    loader = _train_loader(train_ds, cfg.train.batch_size, cfg.seed, start, cfg.train.num_workers)
+        ctx.log.info("resumed from iteration %d (epoch %d, batch %d)", start, *divmod(start, len(loader)))
     iters = int(cfg.train.iters)
 
     def save(it: int) -> None:
         checkpoint.save_checkpoint(checkpoint.checkpoint_path(ctx.checkpoint_dir, it), model=model,
-                                   optimizer=optimizer, step=it, config=cfg, keep_last=2)
+                                   optimizer=optimizer, scaler=precision.scaler, epoch=it // len(loader), step=it,
+                                   config=cfg, keep_last=2)
 
     def on_iter_end(it: int) -> None:
         if (cfg.train.ckpt_every and it % cfg.train.ckpt_every == 0) or it == iters:
@@ -109,12 +130,13 @@ def run_train(cfg: DictConfig) -> dict:
         ctx.metrics.log(row, step=it)
         ctx.log.info("iter %d/%d " + " ".join(f"{k}={v:.4g}" for k, v in row.items()), it, iters)
 
-    engine.train_iters(net, loader, losses, optimizer, iters, ctx.device, start,
-                       cfg.optim.min_lr, cfg.optim.power, cfg.train.log_every, on_log, on_iter_end)
+    engine.train_iters(net, loader, losses, optimizer, iters, ctx.device, seed=cfg.seed, start_iter=start,
+                       min_lr=cfg.optim.min_lr, power=cfg.optim.power, precision=precision,
+                       log_every=cfg.train.log_every, on_log=on_log, on_iter_end=on_iter_end, log=ctx.log)
     metrics = {}
     if ctx.dist.is_main:  # evaluation on rank 0 only
         val_loader = _eval_loader(val_ds, cfg.eval.batch_size if cfg.data.name == "shapes" else 1)
-        metrics = engine.evaluate(model, val_loader, _evaluator(cfg.eval, cfg.data), ctx.device)
+        metrics = engine.evaluate(model, val_loader, _evaluator(cfg.eval, cfg.data), ctx.device, log=ctx.log)
         metrics = {k: round(100.0 * v, 3) for k, v in metrics.items()}
     rdist.barrier()
     metrics["train_minutes"] = round((time.perf_counter() - t0) / 60.0, 3)
@@ -136,7 +158,7 @@ def run_eval(cfg: DictConfig) -> dict:
     ds = build_dataset(cfg.data, cfg.data.val_split, train=False)
     loader = _eval_loader(ds, cfg.eval.batch_size if cfg.data.name == "shapes" else 1, cfg.eval.num_workers)
     metrics = {k: round(100.0 * v, 3) for k, v in
-               engine.evaluate(model, loader, _evaluator(cfg.eval, cfg.data), ctx.device).items()}
+               engine.evaluate(model, loader, _evaluator(cfg.eval, cfg.data), ctx.device, log=ctx.log).items()}
     ctx.log.info("val: %s", metrics)
     run.write_metrics(ctx.out_dir, metrics)
     return metrics
@@ -154,19 +176,21 @@ def _proxy_datasets(cfg):
         raise ValueError(f"search supports data=shapes or data=voc_aug, got {d.name!r}")
     train_pipe = TrainPipeline(p.img_scale, d.ratio_range, p.crop_size, d.cat_max_ratio)
     test_pipe = ShortSideCenterCropPipeline(min(p.crop_size))
+    skip = d.skip_corrupt
     if p.reward_split == "val":  # official behaviour (reward on the reporting split)
-        return VOCAugDataset(d.root, "train_aug", train_pipe), VOCAugDataset(d.root, "val", test_pipe)
-    full = VOCAugDataset(d.root, "train_aug", train_pipe)
+        return VOCAugDataset(d.root, "train_aug", train_pipe, skip), VOCAugDataset(d.root, "val", test_pipe, skip)
+    full = VOCAugDataset(d.root, "train_aug", train_pipe, skip)
     perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(p.get("split_seed", 0))).tolist()
     held, rest = perm[: p.heldout_size], perm[p.heldout_size:]
     return (torch.utils.data.Subset(full, rest),
-            torch.utils.data.Subset(VOCAugDataset(d.root, "train_aug", test_pipe), held))
+            torch.utils.data.Subset(VOCAugDataset(d.root, "train_aug", test_pipe, skip), held))
 
 
-def proxy_reward(cfg: DictConfig, control_points, train_ds, reward_ds, device, seeds=None) -> float:
+def proxy_reward(cfg: DictConfig, control_points, train_ds, reward_ds, device, seeds=None, init_path=None) -> float:
     """Reward of one loss: train a fresh proxy model with the surrogate (``control_points``) for
     ``proxy.iters`` iterations per seed and return the mean target metric on ``reward_ds`` (NaN -> 0).
-    Every sample uses the same seeds (common random numbers: same init and batches)."""
+    Every sample uses the same seeds (common random numbers: same init and batches), so a reward is a
+    fixed function of its control points (a search resumed after a kill recomputes the same value)."""
     p, metric, k = cfg.proxy, cfg.metric, cfg.data.num_classes
     evaluator = SegEvaluator(k, cfg.data.ignore_index, p.drop_bg, p.tol, p.tol)
     loss_cfg = OmegaConf.create({"name": "asl", "metric": metric, "drop_bg": metric == "BIoU", "tol": p.tol,
@@ -174,11 +198,13 @@ def proxy_reward(cfg: DictConfig, control_points, train_ds, reward_ds, device, s
     values = []
     for s in (seeds if seeds is not None else p.seeds):
         run.seed_everything(int(s))
-        model = build_model(cfg.model, k).to(device)
+        model = build_model(cfg.model, k, init_path, cfg.init.trust_checkpoint).to(device)
         opt = build_optimizer(model, p)
-        data = _train_loader(train_ds, p.batch_size, int(s))
-        engine.train_iters(model, data, build_losses(loss_cfg, k, cfg.data.ignore_index, list(control_points)), opt,
-                           p.iters, device, min_lr=p.min_lr, log_every=10**9)
+        data = _train_loader(train_ds, p.batch_size, int(s), skip_corrupt=cfg.data.skip_corrupt,
+                             key="proxy.batch_size")
+        losses = build_losses(loss_cfg, k, cfg.data.ignore_index, list(control_points), device)
+        engine.train_iters(model, data, losses, opt, p.iters, device, seed=int(s), min_lr=p.min_lr,
+                           log_every=10**9)
         m = engine.evaluate(model, _eval_loader(reward_ds, 16 if cfg.data.name == "shapes" else 1),
                             evaluator, device)[metric]
         values.append(0.0 if math.isnan(m) else m)
@@ -187,6 +213,7 @@ def proxy_reward(cfg: DictConfig, control_points, train_ds, reward_ds, device, s
 
 def run_search(cfg: DictConfig) -> dict:
     """PPO search of the surrogate's curves; resumable (rerun with the same ``hydra.run.dir``)."""
+    init_path = run.check_required_init(cfg.get("init"))
     ctx = run.setup_run(cfg, name="auto_seg_loss")
     metric, k = cfg.metric, cfg.data.num_classes
     n_pieces = NUM_PIECES[metric]
@@ -196,7 +223,7 @@ def run_search(cfg: DictConfig) -> dict:
     def reward(theta: torch.Tensor, rnd: int, idx: int) -> float:
         # theta in [0,1]^D -> control points; clamp keeps every Bezier piece of positive width
         cp = theta_to_control_points(theta.double().clamp(1e-4, 1 - 1e-4), n_pieces).tolist()
-        r = proxy_reward(cfg, cp, train_ds, reward_ds, ctx.device)
+        r = proxy_reward(cfg, cp, train_ds, reward_ds, ctx.device, init_path=init_path)
         ctx.log.info("round %d sample %d reward %.4f", rnd, idx, r)
         ctx.metrics.log({"reward": r, "round": rnd, "sample": idx}, step=rnd * 10_000 + idx)
         return r

@@ -18,13 +18,17 @@ Cityscapes::
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 from PIL import Image
+from repro_shared.data import DataError, load_image
 
 from .shapes import ShapesSegDataset
 from .transforms import EvalPipeline, TrainPipeline
+
+_log = logging.getLogger("auto_seg_loss.data")
 
 
 def _require(path: Path, layout: str) -> None:
@@ -32,25 +36,52 @@ def _require(path: Path, layout: str) -> None:
         raise FileNotFoundError(f"{path} not found; expected the layout\n{layout}")
 
 
+def load_label(path: str | Path) -> Image.Image:
+    """Open and fully decode a label PNG, keeping its class indices (palette "P" or "L" mode, no conversion).
+
+    Raises:
+        DataError: naming ``path`` when the file is missing, truncated or not an image.
+    """
+    try:
+        with open(path, "rb") as f:
+            lab = Image.open(f)
+            lab.load()
+            return lab
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"cannot read label map {path}: {e} (delete or replace the file, or set "
+                        "data.skip_corrupt=true to skip unreadable files with a warning)") from e
+
+
 class _PairDataset(torch.utils.data.Dataset):
+    """(image, label map) files through a pipeline. An unreadable file raises :class:`DataError` naming it;
+    with ``skip_corrupt`` the sample is ``None`` (a warning names the file; the loader's collate drops it
+    and the engine reports the count at the end of the epoch)."""
+
     ignore_index = 255
 
-    def __init__(self, pairs, pipeline):
-        self.pairs, self.pipeline = pairs, pipeline
+    def __init__(self, pairs, pipeline, skip_corrupt: bool = False):
+        self.pairs, self.pipeline, self.skip_corrupt = pairs, pipeline, bool(skip_corrupt)
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, i: int):
         img_path, lab_path = self.pairs[i]
-        return self.pipeline(Image.open(img_path).convert("RGB"), Image.open(lab_path))
+        try:
+            img, lab = load_image(img_path), load_label(lab_path)
+        except DataError as e:
+            if not self.skip_corrupt:
+                raise
+            _log.warning("skipping sample %d: %s", i, e)
+            return None
+        return self.pipeline(img, lab)
 
 
 class VOCAugDataset(_PairDataset):
     num_classes = 21
     LAYOUT = __doc__.split("Cityscapes::")[0]
 
-    def __init__(self, root: str | Path, split: str = "train_aug", pipeline=None):
+    def __init__(self, root: str | Path, split: str = "train_aug", pipeline=None, skip_corrupt: bool = False):
         root = Path(root)
         sets = root / "ImageSets" / "Segmentation"
         if split == "train_aug":
@@ -65,14 +96,14 @@ class VOCAugDataset(_PairDataset):
             _require(root / ann, self.LAYOUT)
             ids = [s.strip() for s in (sets / lst).read_text().split() if s.strip()]
             pairs += [(root / "JPEGImages" / f"{i}.jpg", root / ann / f"{i}.png") for i in ids]
-        super().__init__(pairs, pipeline or EvalPipeline())
+        super().__init__(pairs, pipeline or EvalPipeline(), skip_corrupt)
 
 
 class CityscapesDataset(_PairDataset):
     num_classes = 19
     LAYOUT = "root/leftImg8bit/<split>/<city>/*_leftImg8bit.png\nroot/gtFine/<split>/<city>/*_gtFine_labelTrainIds.png"
 
-    def __init__(self, root: str | Path, split: str = "train", pipeline=None):
+    def __init__(self, root: str | Path, split: str = "train", pipeline=None, skip_corrupt: bool = False):
         root = Path(root)
         img_dir = root / "leftImg8bit" / split
         _require(img_dir, self.LAYOUT)
@@ -83,7 +114,7 @@ class CityscapesDataset(_PairDataset):
             pairs.append((p, lab))
         if not pairs:
             raise FileNotFoundError(f"no images under {img_dir}; expected the layout\n{self.LAYOUT}")
-        super().__init__(pairs, pipeline or EvalPipeline((2048, 1024)))
+        super().__init__(pairs, pipeline or EvalPipeline((2048, 1024)), skip_corrupt)
 
 
 def build_dataset(cfg, split: str, train: bool):
@@ -94,8 +125,9 @@ def build_dataset(cfg, split: str, train: bool):
                                 cfg.seed, train=train)
     pipeline = (TrainPipeline(cfg.img_scale, cfg.ratio_range, cfg.crop_size, cfg.cat_max_ratio)
                 if train else EvalPipeline(cfg.img_scale))
+    skip = bool(cfg.get("skip_corrupt", False))
     if name == "voc_aug":
-        return VOCAugDataset(cfg.root, split, pipeline)
+        return VOCAugDataset(cfg.root, split, pipeline, skip)
     if name == "cityscapes":
-        return CityscapesDataset(cfg.root, split, pipeline)
+        return CityscapesDataset(cfg.root, split, pipeline, skip)
     raise ValueError(f"unknown dataset {name!r}; choose shapes, voc_aug or cityscapes")

@@ -148,37 +148,9 @@ class DeepLabV3Plus(nn.Module):
         return out
 
 
-# mmcv/mmseg ResNetV1c checkpoint names (open-mmlab://resnet{50,101}_v1c) -> timm ResNet names
-MMCV_RESNET_V1C_RENAMES = [
-    (r"^backbone\.", ""),
-    (r"^stem\.0\.", "conv1.0."), (r"^stem\.1\.", "conv1.1."), (r"^stem\.3\.", "conv1.3."),
-    (r"^stem\.4\.", "conv1.4."), (r"^stem\.6\.", "conv1.6."), (r"^stem\.7\.", "bn1."),
-]
-
-
-def load_backbone_weights(model: DeepLabV3Plus, path: str) -> None:
-    """Load ImageNet weights (an mmcv ResNetV1c checkpoint or a timm state dict) into ``model.backbone``.
-
-    Raises ``RuntimeError`` listing the missing keys if the file does not fit the backbone.
-    """
-    from repro_shared.checkpoint import load_state_dict_remapped, load_weights_file
-
-    state = load_weights_file(path)
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    report = load_state_dict_remapped(model.backbone, state, rename=MMCV_RESNET_V1C_RENAMES, strict=False)
-    missing = [k for k in report.missing if not k.endswith("num_batches_tracked")]
-    if missing or report.mismatched:
-        raise RuntimeError(f"backbone weights {path} do not fit: {len(missing)} missing keys, e.g. {missing[:5]}; "
-                           f"{len(report.mismatched)} shape mismatches; expected an mmcv ResNetV1c or timm resnet*c "
-                           "state dict of the same depth")
-
-
 def build_segmenter(num_classes: int, backbone: str = "resnet101", channels: int = 512, c1_channels: int = 48,
                     aux_channels: int = 256, dilations: Sequence[int] = (1, 12, 24, 36), aux_head: bool = True,
-                    dropout: float = 0.1, pretrained: str | None = None, head_init: str = "mmseg") -> DeepLabV3Plus:
-    """Build :class:`DeepLabV3Plus`; ``pretrained`` is an optional path to ImageNet backbone weights."""
-    model = DeepLabV3Plus(num_classes, backbone, channels, c1_channels, aux_channels, dilations, aux_head, dropout,
-                          head_init)
-    if pretrained:
-        load_backbone_weights(model, pretrained)
-    return model
+                    dropout: float = 0.1, head_init: str = "mmseg") -> DeepLabV3Plus:
+    """Build :class:`DeepLabV3Plus` with random weights (ImageNet weights: :mod:`auto_seg_loss.weights`)."""
+    return DeepLabV3Plus(num_classes, backbone, channels, c1_channels, aux_channels, dilations, aux_head, dropout,
+                         head_init)

@@ -184,7 +184,7 @@ class BezierLUT(torch.autograd.Function):
         u = g
         for e, shift in zip(layout.junctions, layout.shifts):
             u = u + (g > e * layout.bins) * shift if u is g else u.add_(g > e * layout.bins, alpha=shift)
-        i = u.floor().clamp_(max=values.numel() - 1).long()
+        i = u.floor().long().clamp_(0, values.numel() - 1)  # a NaN input gives a valid index (and a NaN output)
         step = steps[i]
         ctx.save_for_backward(step)
         ctx.bins = layout.bins

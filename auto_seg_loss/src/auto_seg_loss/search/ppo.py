@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from repro_shared.fsio import atomic_open
+from repro_shared.fsio import atomic_open, atomic_write_text
 
 from .policy import TruncatedNormal
 
@@ -147,7 +147,7 @@ class PPOSearch:
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_open(self.state_path, "wb") as f:
             torch.save(self.state_dict(), f)
-        (self.state_path.with_suffix(".json")).write_text(json.dumps(
+        atomic_write_text(self.state_path.with_suffix(".json"), json.dumps(
             {"round": self.round, "mu": self.mu.tolist(), "rewards_this_round": self.rewards,
              "history": self.history}, indent=1))
 
