@@ -38,8 +38,8 @@ def _out_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def _write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+def _write_json(path: Path, obj, sort_keys: bool = True) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys, default=str) + "\n")
 
 
 def _label(llm: dict) -> str:
@@ -98,7 +98,7 @@ def play(cfg: DictConfig) -> None:
                "memory_entries": entries, "tokens": ledger.get("prompt_tokens", 0) + ledger.get("completion_tokens", 0)}
     for m, t in result.milestones.items():
         metrics[f"milestone_step/{m}"] = -1 if t is None else t
-    _write_json(out / "metrics.json", metrics)
+    _write_json(out / "metrics.json", metrics, sort_keys=False)  # headline numbers first
     _write_json(out / "episode.json", {"planner": _label(_plain(cfg.llm)), "date": datetime.date.today().isoformat(),
                                        "env": _plain(cfg.env), "result": result.to_dict(with_trace=True),
                                        "ledger": ledger, "note": "simulator run; not a GITM paper number"})
@@ -156,8 +156,10 @@ def evaluate(cfg: DictConfig) -> None:
         return
     wall = clock()
     metrics = {key: v for key, v in head.items() if isinstance(v, (int, float)) and v is not None}
+    if cfg.protocol == "obtain_diamond":  # milestones first, in order, for repro-summary
+        metrics = {**{m: metrics.pop(m) for m in cfg.agent.milestones}, **metrics}
     metrics["wall_s"] = wall
-    _write_json(out / "metrics.json", metrics)
+    _write_json(out / "metrics.json", metrics, sort_keys=False)  # headline numbers first
     record = {"protocol": cfg.protocol, "planner": _label(_plain(cfg.llm)), "decomposer": cfg.decomposer,
               "date": datetime.datetime.now().isoformat(timespec="seconds"), "env": _plain(cfg.env),
               "agent": _plain(cfg.agent), "seed": int(cfg.seed), "step_limit": cfg.step_limit,
@@ -211,7 +213,7 @@ def learn(cfg: DictConfig) -> None:
                "episodes": sum(p["episodes"] for p in progress.values()),
                "successes": sum(p["successes"] for p in progress.values()),
                "steps": curve[-1][0] if curve else 0, "wall_s": clock()}
-    _write_json(out / "metrics.json", metrics)
+    _write_json(out / "metrics.json", metrics, sort_keys=False)  # headline numbers first
     _write_json(out / "learning.json", {"planner": _label(_plain(cfg.llm)), "date": datetime.date.today().isoformat(),
                                         "curriculum": keys, "progress": progress,
                                         "curve": [[s, len(ks)] for s, ks in curve],
