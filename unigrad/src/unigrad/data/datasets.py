@@ -2,7 +2,7 @@
 for ImageNet (ImageFolder ``root/train``, ``root/val``) and the embedded sklearn digits.
 
 Config node ``data`` (``configs/data/*.yaml``): ``name`` (``digits`` | ``imagenet``), ``image_size``,
-``root`` (ImageNet), ``skip_corrupt``, ``num_workers``.
+``root`` (ImageNet), ``skip_corrupt``, ``num_workers``, ``subset`` (digits: pre-train on the first N images only).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from repro_shared.data import ImageFolder, require_dir
@@ -44,7 +44,9 @@ def pretrain_dataset(data: Any) -> Dataset:
         ValueError: unknown ``data.name``. FileNotFoundError: ImageNet folder missing (names path and layout).
     """
     if _check_name(data) == "digits":
-        return DigitsDataset("train", int(data.image_size), 3, transform=T.TwoViews(T.digits_view(int(data.image_size))))
+        ds = DigitsDataset("train", int(data.image_size), 3, transform=T.TwoViews(T.digits_view(int(data.image_size))))
+        subset = data.get("subset")
+        return ds if subset is None else Subset(ds, range(min(int(subset), len(ds))))
     return _imagenet_split(data, "train", T.TwoViews(T.mocov2_view(int(data.image_size))))
 
 

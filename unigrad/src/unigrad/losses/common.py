@@ -16,7 +16,7 @@ from torch import nn
 
 from ..models.siamese import SiameseOutput
 
-__all__ = ["TARGETS", "normalize", "grad_as_loss", "symmetric_grad_loss", "positive_similarity", "gather",
+__all__ = ["TARGETS", "promote", "normalize", "grad_as_loss", "symmetric_grad_loss", "positive_similarity", "gather",
            "gather_with_grad", "all_reduce_mean_", "rank", "SiameseLoss"]
 
 #: where the target embeddings come from: the momentum branch, the online branch detached (the "w/o
@@ -24,9 +24,14 @@ __all__ = ["TARGETS", "normalize", "grad_as_loss", "symmetric_grad_loss", "posit
 TARGETS = ("momentum", "stopgrad", "online")
 
 
+def promote(z: torch.Tensor) -> torch.Tensor:
+    """Half-precision tensors (autocast outputs) as float32; float32 / float64 unchanged."""
+    return z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
+
+
 def normalize(z: torch.Tensor) -> torch.Tensor:
-    """Rows of ``z`` (n, C) scaled to unit l2 norm, in float32 (``F.normalize``, eps 1e-12, as the official code)."""
-    return F.normalize(z.float(), dim=1)
+    """Rows of ``promote(z)`` (n, C) scaled to unit l2 norm (``F.normalize``, eps 1e-12, as the official code)."""
+    return F.normalize(promote(z), dim=1)
 
 
 def grad_as_loss(u: torch.Tensor, g: torch.Tensor) -> torch.Tensor:

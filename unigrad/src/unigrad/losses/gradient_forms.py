@@ -78,11 +78,9 @@ class CorrelationEMALoss(GradientLoss):
         """
         t = torch.cat([t1, t2]).to(self.F.dtype)
         f_b = all_reduce_mean_(t.T @ t / t.shape[0])
-        if bool(self.F_initialized):
-            self.F.mul_(self.rho).add_(f_b, alpha=1.0 - self.rho)
-        else:
-            self.F.copy_(f_b)
-            self.F_initialized.fill_(True)
+        # a device-side select, not a Python branch: no host sync, works on any device
+        self.F.copy_(torch.where(self.F_initialized, self.rho * self.F + (1.0 - self.rho) * f_b, f_b))
+        self.F_initialized.fill_(True)
         return self.F
 
 
@@ -217,9 +215,9 @@ class MoCoGradLoss(GradientLoss):
         if size % k:
             raise ValueError(f"MoCo queue_size={size} must be a multiple of the {k} keys enqueued per step "
                              f"(2 views x global batch); change loss.queue_size or the batch size")
-        ptr = int(self.queue_ptr)
-        self.queue[ptr:ptr + k] = keys
-        self.queue_ptr.fill_((ptr + k) % size)
+        rows = (self.queue_ptr + torch.arange(k, device=keys.device)) % size  # on device: no host sync
+        self.queue.index_copy_(0, rows, keys.to(self.queue.dtype))
+        self.queue_ptr.copy_((self.queue_ptr + k) % size)
 
     def gradients(self, u1, u2, t1, t2):
         g1, g2 = self._direction(u1, t2), self._direction(u2, t1)

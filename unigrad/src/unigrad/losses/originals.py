@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.siamese import SiameseOutput
-from .common import SiameseLoss, gather, gather_with_grad, normalize, positive_similarity, rank
+from .common import SiameseLoss, gather, gather_with_grad, normalize, positive_similarity, promote, rank
 
 __all__ = ["InfoNCELoss", "BYOLLoss", "BarlowTwinsLoss", "VICRegLoss"]
 
@@ -51,7 +51,7 @@ class InfoNCELoss(SiameseLoss):
         for u, own, pos in ((u1, base + idx, base + n + idx), (u2, base + n + idx, base + idx)):
             logits = u @ v.T / self.tau
             if self.target == "online":
-                logits = logits.index_put((idx, own), torch.tensor(float("-inf"), device=logits.device))
+                logits = logits.index_put((idx, own), torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device))
             losses.append(F.cross_entropy(logits, pos))
         return {"loss": 0.5 * (losses[0] + losses[1]), "pos_sim": positive_similarity(u1, u2, t1.detach(), t2.detach())}
 
@@ -103,8 +103,8 @@ class BarlowTwinsLoss(SiameseLoss):
 
     def forward(self, out: SiameseOutput) -> dict[str, torch.Tensor]:
         t1, t2 = self.targets(out)
-        z1, z2 = gather_with_grad(out.z1.float()), gather_with_grad(out.z2.float())
-        g1, g2 = (z1, z2) if self.target == "online" else (gather(t1.float()), gather(t2.float()))
+        z1, z2 = gather_with_grad(promote(out.z1)), gather_with_grad(promote(out.z2))
+        g1, g2 = (z1, z2) if self.target == "online" else (gather(promote(t1)), gather(promote(t2)))
         loss = 0.5 * (self._one(z1, g2) + self._one(z2, g1))
         return {"loss": loss, "pos_sim": positive_similarity(normalize(out.z1), normalize(out.z2),
                                                              normalize(t1), normalize(t2))}
@@ -141,8 +141,8 @@ class VICRegLoss(SiameseLoss):
 
     def forward(self, out: SiameseOutput) -> dict[str, torch.Tensor]:
         t1, t2 = self.targets(out)
-        z1, z2 = gather_with_grad(out.z1.float()), gather_with_grad(out.z2.float())
-        g1, g2 = (z1, z2) if self.target == "online" else (gather(t1.float()), gather(t2.float()))
+        z1, z2 = gather_with_grad(promote(out.z1)), gather_with_grad(promote(out.z2))
+        g1, g2 = (z1, z2) if self.target == "online" else (gather(promote(t1)), gather(promote(t2)))
         loss = 0.5 * (self._one(z1, g2) + self._one(z2, g1))
         return {"loss": loss, "pos_sim": positive_similarity(normalize(out.z1), normalize(out.z2),
                                                              normalize(t1), normalize(t2))}
