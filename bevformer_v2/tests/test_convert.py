@@ -1,4 +1,5 @@
 """Official-name state dict -> ours: loads with no missing/unexpected keys (R50 model tree of the spec)."""
+import pytest
 import torch
 
 from bevformer_v2.convert import convert_state_dict, to_official_names
@@ -33,3 +34,41 @@ def test_official_names_load_without_missing_keys():
     assert not report.missing and not report.unexpected and not report.mismatched, report
     for k, v in model.state_dict().items():
         assert torch.equal(fresh.state_dict()[k], v), k
+
+
+def test_official_fcos_coco_init_file_converts_and_loads_into_the_caffe_r50(tmp_path):
+    """A state dict in the layout of the official initialisation ``fcos_r50_coco_2mmdet.pth`` (an mmdet FCOS
+    detector: ``backbone.`` caffe ResNet-50, ``neck.`` FPN, ``bbox_head.`` FCOS head, under ``state_dict`` next
+    to ``meta``) converts with the CLI and fills every backbone and neck weight of the R50 model."""
+    import logging
+
+    from bevformer_v2.cli import load_init
+    from bevformer_v2.convert import main
+    from bevformer_v2.models.backbone import FPN, build_backbone
+
+    g = torch.Generator().manual_seed(0)
+    backbone, neck = build_backbone("resnet50_caffe"), FPN([512, 1024, 2048], 256, 5)
+    official = {}
+    for prefix, module in (("backbone.", backbone), ("neck.", neck)):
+        for k, v in module.state_dict().items():
+            official[prefix + k] = torch.randn(v.shape, generator=g) if v.is_floating_point() else v.clone()
+    official["bbox_head.cls_convs.0.conv.weight"] = torch.randn(256, 256, 3, 3)
+    official["bbox_head.conv_cls.weight"] = torch.randn(80, 256, 3, 3)
+    official["bbox_head.scales.0.scale"] = torch.tensor(1.0)
+    src, dst = tmp_path / "fcos_r50_coco_2mmdet.pth", tmp_path / "fcos_r50_coco.pt"
+    torch.save({"meta": {"mmdet_version": "2.14.0", "CLASSES": ("person", "bicycle")}, "state_dict": official}, src)
+    main([str(src), str(dst)])
+    model = BEVFormerV2("resnet50_caffe", embed_dims=256, dd3d_convs=1,
+                        head=dict(bev_h=8, bev_w=8, num_query=20,
+                                  transformer=dict(encoder=dict(num_layers=1), decoder=dict(num_layers=1))))
+    load_init(model, dst, logging.getLogger("test"))
+    sd = model.state_dict()
+    for k, v in official.items():
+        if k.startswith("bbox_head."):
+            continue
+        ours = ("img_backbone." + k[len("backbone."):]) if k.startswith("backbone.") else "img_neck." + k[len("neck."):]
+        assert torch.equal(sd[ours], v), k
+    assert model.img_backbone.style == "caffe"
+    with pytest.raises(SystemExit, match="backbone weights missing"):  # a file without the backbone is refused
+        torch.save({k: v for k, v in torch.load(dst).items() if not k.startswith("img_backbone.layer4")}, dst)
+        load_init(model, dst, logging.getLogger("test"))

@@ -1,8 +1,18 @@
-"""Official BEVFormer v2 checkpoint (mmdet3d naming) -> this package's state dict.
+"""Official checkpoints -> this package's state dict (our parameter names).
 
-Most names are identical by construction (``img_backbone``, ``img_neck``, ``pts_bbox_head.*``); the DD3D
-towers (detectron2 ``Conv2d`` with a per-level norm list) and its predictor ``ModuleList``s differ, and a few
-official non-learned entries are dropped. ``bevformer-v2-convert IN.pth OUT.pth``.
+Two kinds of file:
+
+* a trained BEVFormer v2 checkpoint (mmdet3d naming): most names are identical by construction
+  (``img_backbone``, ``img_neck``, ``pts_bbox_head.*``); the DD3D towers (detectron2 ``Conv2d`` with a
+  per-level norm list) and its predictor ``ModuleList``s differ, and a few non-learned entries are dropped;
+* an mmdet COCO detector used as initialisation (``fcos_r50_coco_2mmdet.pth`` of the official configs'
+  ``load_from``, or an mmdet FCOS R101 caffe checkpoint): ``backbone.`` -> ``img_backbone.``, ``neck.`` ->
+  ``img_neck.``; its detection head (``bbox_head.``) has no counterpart here and is dropped. The ResNet names
+  are mmdet's (``layer1.0.conv1``, ``downsample.0``), which our ResNets keep; the official backbone is
+  caffe style, so use ``model.backbone=resnet50_caffe`` (the paper configs do).
+
+``bevformer-v2-convert IN.pth OUT.pt [--trust-checkpoint]``; files load with ``weights_only=True`` unless
+``--trust-checkpoint`` is given (only for a file whose source you trust: full unpickling can run code).
 """
 
 from __future__ import annotations
@@ -24,7 +34,8 @@ RENAME = [
     (r"^neck\.", "img_neck."),
 ]
 # official entries with no counterpart (constants / buffers re-created by our modules)
-DROP = [r"^pts_bbox_head\.code_weights$", r"mean_depth_per_level$", r"std_depth_per_level$"]
+DROP = [r"^pts_bbox_head\.code_weights$", r"mean_depth_per_level$", r"std_depth_per_level$",
+        r"^bbox_head\."]  # the COCO detector's own head (FCOS init files)
 
 # ours -> official (for tests and exports)
 TO_OFFICIAL = [
@@ -61,15 +72,22 @@ def to_official_names(ours: dict) -> dict:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="convert an official BEVFormer v2 checkpoint to bevformer_v2 names")
+    p = argparse.ArgumentParser(description="convert an official BEVFormer v2 checkpoint or an mmdet COCO "
+                                            "detector (FCOS init) to bevformer_v2 names")
     p.add_argument("src")
     p.add_argument("dst")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="unpickle SRC in full (it can run code): only for a file whose source you trust")
     a = p.parse_args(argv)
-    from repro_shared.checkpoint import load_weights_file
+    from repro_shared.checkpoint import CheckpointError, load_weights_file
 
-    sd = convert_state_dict(load_weights_file(a.src))
+    try:
+        sd = convert_state_dict(load_weights_file(a.src, trust=a.trust_checkpoint))
+    except CheckpointError as e:
+        raise SystemExit(f"error: {e}") from None
     torch.save(sd, a.dst)
-    print(f"wrote {len(sd)} tensors to {a.dst}")
+    prefixes = sorted({k.split(".")[0] for k in sd})
+    print(f"wrote {len(sd)} tensors ({', '.join(prefixes)}) to {a.dst}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,9 @@ from .data.nusc_eval import boxes_to_results, evaluate_results
 from .losses import detector_losses, hungarian_match, normalize_bbox, total_loss
 
 
+PREDICTIONS = ("all_cls", "all_reg", "aux_cls", "aux_reg", "detr3d_cls", "detr3d_reg")  # matched outputs
+
+
 def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, backbone_lr_mult: float):
     """AdamW (beta 0.9/0.999, eps 1e-8), wd on all params, ``img_backbone`` at lr x ``backbone_lr_mult``."""
     backbone, rest = [], []
@@ -98,8 +101,7 @@ def train(model, loader, cfg, ctx, groups: int, seed: int = 0, start_step: int =
             seed_step(seed, epoch, index)
             batch = to_device(batch, device)
             out = model(batch)
-            check_finite({"all_cls": out["all_cls"], "all_reg": out["all_reg"]}, step=it + 1, epoch=epoch,
-                         what="prediction")
+            check_finite({k: out[k] for k in PREDICTIONS if k in out}, step=it + 1, epoch=epoch, what="prediction")
             losses = detector_losses(out, batch, groups, perspective, core.fix_smooth_l1)
             loss = total_loss(losses, cfg.lambda_bev, cfg.lambda_pers) / cfg.accum
             names = [*losses, "loss"]

@@ -38,7 +38,10 @@ def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float
 
 
 def smooth_l1(x: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+    """Elementwise smooth-L1: 0.5 x^2 / beta for |x| < beta, else |x| - beta / 2; ``beta = 0`` is the L1 loss."""
     ax = x.abs()
+    if beta == 0:
+        return ax
     return torch.where(ax < beta, 0.5 * ax * ax / beta, ax - 0.5 * beta)
 
 
@@ -50,11 +53,12 @@ def normalize_bbox(boxes: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def match_cost(cls_logits: torch.Tensor, bbox_pred: torch.Tensor, gt_norm: torch.Tensor, gt_labels: torch.Tensor,
-               cls_weight: float = 2.0, reg_weight: float = 0.75) -> torch.Tensor:
+               cls_weight: float = 2.0, reg_weight: float = 0.75, beta: float = 1.0) -> torch.Tensor:
     """Official 3D Hungarian cost (spec §3.1), batched: cls_logits (..., Q, K), bbox_pred (..., Q, 10),
     gt_norm (n, 10), gt_labels (n,) -> (..., Q, n).
 
-    C = 2.0 * FocalCost(p = sigmoid(logit[label])) + 0.75 * sum_{d<8} smoothL1_{beta=1}(pred_d - gt_d).
+    C = 2.0 * FocalCost(p = sigmoid(logit[label])) + 0.75 * sum_{d<8} smoothL1_{beta=1}(pred_d - gt_d)
+    (DETR3D: 0.25 * L1, i.e. ``reg_weight=0.25, beta=0``).
     Entries made non-finite by a non-finite *target* (e.g. the log of a zero box size) are set to 1e8 so that
     such a GT is matched last; the predictions are checked finite by the caller.
     """
@@ -64,7 +68,7 @@ def match_cost(cls_logits: torch.Tensor, bbox_pred: torch.Tensor, gt_norm: torch
     pos = -(p + eps).log() * alpha * (1 - p).pow(gamma)
     cost = cls_weight * (pos - neg)
     for d in range(8):  # one (..., Q, n) slab per dimension keeps the peak memory at one cost matrix
-        cost += reg_weight * smooth_l1(bbox_pred[..., :, None, d].float() - gt_norm[:, d].float())
+        cost += reg_weight * smooth_l1(bbox_pred[..., :, None, d].float() - gt_norm[:, d].float(), beta)
     return torch.where(torch.isfinite(cost), cost, torch.full_like(cost, 1e8))
 
 
@@ -96,18 +100,21 @@ def hungarian_match(cls_logits: torch.Tensor, bbox_pred: torch.Tensor, gt_norm: 
 
 
 def bev_head_loss(all_cls: torch.Tensor, all_reg: torch.Tensor, gt_boxes: list, gt_labels: list, groups: int = 1,
-                  cls_weight: float = 2.0, bbox_weight: float = 0.75) -> dict:
+                  cls_weight: float = 2.0, bbox_weight: float = 0.75, beta: float = 1.0,
+                  what: str = "BEV-head Hungarian matcher") -> dict:
     """L_bev (spec §3.1). all_cls (L, B, Q_total, K), all_reg (L, B, Q_total, 10) with Q_total = G * Qg
     (groups contiguous). Every (layer, group, sample) is matched independently (one host copy of all cost
     matrices per sample). Returns ``loss_cls``/``loss_bbox`` (last layer) and ``d{i}.loss_*`` (earlier
     layers), each averaged over groups and divided by ``avg_factor`` = number of GT boxes (mean over GPUs).
+    Box loss and match cost: ``bbox_weight`` x smooth-L1 with ``beta`` (BEVFormer v2: 0.75, beta 1; the DETR3D
+    perspective head: 0.25, beta 0 = L1).
 
     No ``nan_to_num``: a non-finite prediction stops the matcher with ``NonFiniteError``; rows whose
     normalised *target* is non-finite are dropped from the box loss (official behaviour).
     """
     L, B, Qt, K = all_cls.shape
     Qg = Qt // groups
-    check_finite_inputs("BEV-head Hungarian matcher", cls_logits=all_cls, bbox_pred=all_reg)
+    check_finite_inputs(what, cls_logits=all_cls, bbox_pred=all_reg)
     cls = all_cls.view(L, B, groups, Qg, K)
     reg = all_reg.view(L, B, groups, Qg, -1)
     num_pos = reduce_mean(all_cls.new_tensor(float(sum(len(g) for g in gt_boxes)))).clamp(min=1.0)
@@ -118,7 +125,8 @@ def bev_head_loss(all_cls: torch.Tensor, all_reg: torch.Tensor, gt_boxes: list, 
         if len(gt_labels[b]) == 0:
             continue
         gt_norm, lab = normalize_bbox(gt_boxes[b]), gt_labels[b]
-        pairs = hungarian_assign(match_cost(cls[:, b].flatten(0, 1), reg[:, b].flatten(0, 1), gt_norm, lab))
+        pairs = hungarian_assign(match_cost(cls[:, b].flatten(0, 1), reg[:, b].flatten(0, 1), gt_norm, lab,
+                                            cls_weight, bbox_weight, beta))
         lg = torch.cat([torch.full_like(q, k) for k, (q, _) in enumerate(pairs)])  # flat (layer, group) id
         qi, gi = torch.cat([q for q, _ in pairs]), torch.cat([g for _, g in pairs])
         li, grp = lg // groups, lg % groups
@@ -126,7 +134,7 @@ def bev_head_loss(all_cls: torch.Tensor, all_reg: torch.Tensor, gt_boxes: list, 
         tgt = gt_norm[gi]
         diff = torch.where(torch.isfinite(tgt).all(-1, keepdim=True), reg[li, b, grp, qi] - tgt,
                            torch.zeros_like(tgt))
-        l_box = l_box.index_add(0, li, (smooth_l1(diff) * cw).sum(-1))
+        l_box = l_box.index_add(0, li, (smooth_l1(diff, beta) * cw).sum(-1))
     l_cls = sigmoid_focal_loss(cls, target).flatten(1).sum(-1)  # (L,)
     losses = {}
     for lid in range(L):
@@ -284,12 +292,16 @@ def total_loss(losses: dict, lambda_bev: float = 1.0, lambda_pers: float = 1.0) 
 
 def detector_losses(out: dict, batch: dict, groups: int, perspective: bool, fix_smooth_l1: bool = False) -> dict:
     """All loss terms of one batch: BEV head (every decoder layer, every group), the optional second BEV head
-    (``bev2.*``) and, if enabled, ``pers.*``
-    DD3D terms on the camera images that have mono GT (spec §3.3 step 4)."""
+    (``bev2.*``) and, if ``perspective``, the ``pers.*`` terms: DD3D on the camera images that have mono GT
+    (spec §3.3 step 4), or the DETR3D head's set loss on the 3D boxes (paper Tab. 5)."""
     losses = bev_head_loss(out["all_cls"], out["all_reg"], batch["gt_boxes"], batch["gt_labels"], groups)
     if "aux_cls" in out:  # 'BEV & BEV' control: the second BEV head's loss counts as BEV loss
         aux = bev_head_loss(out["aux_cls"], out["aux_reg"], batch["gt_boxes"], batch["gt_labels"], 1)
         losses.update({"bev2." + k: v for k, v in aux.items()})
+    if perspective and "detr3d_cls" in out:  # DETR3D perspective head (paper Tab. 5): its official losses
+        persp = bev_head_loss(out["detr3d_cls"], out["detr3d_reg"], batch["gt_boxes"], batch["gt_labels"], 1,
+                              cls_weight=2.0, bbox_weight=0.25, beta=0.0, what="DETR3D-head Hungarian matcher")
+        losses.update({"pers." + k: v for k, v in persp.items()})
     if perspective and out.get("dd3d") is not None:
         idx, targets = [], []
         for b, cams in enumerate(batch["mono"]):

@@ -1,9 +1,12 @@
 """Image backbones (3 taps at strides 8/16/32), FPN (5 levels) and GridMask (spec §2.2, §3.6).
 
 Backbones: ``tiny`` (4-stage plain CNN of the CPU plan, spec §8), ``resnet18/34/50/101`` (torchvision,
-pytorch-style stride in the 3x3 conv; the official R50 is caffe-style, see README), and any timm model with
-``features_only`` (``timm:convnext_base``, ``timm:ese_vovnet99b``, ``timm:dla34`` ...). InternImage needs
-the DCNv3 op and is not provided.
+pytorch style: the stride of a stage's first bottleneck sits in its 3x3 conv), ``resnet50_caffe`` /
+``resnet101_caffe`` (mmdet ``style='caffe'``, as the official R50 and the COCO FCOS checkpoints it starts
+from: the stride sits in the first 1x1 conv), and any timm model with ``features_only``
+(``timm:convnext_base``, ``timm:ese_vovnet99b``, ``timm:dla34`` ...). InternImage needs the DCNv3 op and is
+not provided. The input normalisation of every backbone is the official caffe one (``data/dataset.py``:
+BGR, mean (103.53, 116.28, 123.675) subtracted, std 1), which is what caffe-style weights expect.
 """
 
 from __future__ import annotations
@@ -42,16 +45,32 @@ class TinyCNN(nn.Module):
 
 
 class TorchvisionResNet(nn.Module):
-    """torchvision ResNet returning C3, C4, C5 (``out_indices=(1, 2, 3)``)."""
+    """torchvision ResNet returning C3, C4, C5 (``out_indices=(1, 2, 3)``); parameter names = mmdet's ResNet.
 
-    def __init__(self, depth: int = 50, pretrained: bool = False):
+    ``style="caffe"`` (bottleneck depths only) moves the stride of each stage's first bottleneck from its 3x3
+    conv (``conv2``, pytorch style) to its first 1x1 conv (``conv1``), as mmdet's ``style='caffe'``; shapes and
+    names are unchanged, so official caffe-style weights load either way, but only the caffe variant computes
+    what they were trained for.
+    """
+
+    def __init__(self, depth: int = 50, pretrained: bool = False, style: str = "pytorch"):
         super().__init__()
         import torchvision
 
+        if style not in ("pytorch", "caffe"):
+            raise ValueError(f"unknown ResNet style {style!r}; known: pytorch, caffe")
+        if style == "caffe" and (depth < 50 or pretrained):
+            raise ValueError("the caffe-style ResNet exists for depth 50/101 and starts from converted official "
+                             "weights (init.path), not from torchvision's pytorch-style ImageNet weights")
         weights = "DEFAULT" if pretrained else None
         net = getattr(torchvision.models, f"resnet{depth}")(weights=weights)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        if style == "caffe":
+            for layer in (self.layer2, self.layer3, self.layer4):
+                first = layer[0]
+                first.conv1.stride, first.conv2.stride = first.conv2.stride, (1, 1)
+        self.style = style
         mult = 4 if depth >= 50 else 1
         self.out_channels = [128 * mult, 256 * mult, 512 * mult]
 
@@ -80,15 +99,23 @@ class TimmBackbone(nn.Module):
         return list(self.body(x))
 
 
+RESNETS = {"resnet18": (18, "pytorch"), "resnet34": (34, "pytorch"), "resnet50": (50, "pytorch"),
+           "resnet101": (101, "pytorch"), "resnet50_caffe": (50, "caffe"), "resnet101_caffe": (101, "caffe")}
+
+
 def build_backbone(name: str, pretrained: bool = False, tiny_channels=(16, 32, 64, 128)) -> nn.Module:
-    """``tiny`` | ``resnet{18,34,50,101}`` | ``timm:<name>``; unknown names raise with the known ones."""
+    """``tiny`` | ``resnet{18,34,50,101}`` | ``resnet{50,101}_caffe`` | ``timm:<name>``.
+
+    Raises:
+        ValueError: an unknown name (the known ones are listed).
+    """
     if name == "tiny":
         return TinyCNN(tiny_channels)
-    if name.startswith("resnet") and name[6:].isdigit() and int(name[6:]) in (18, 34, 50, 101):
-        return TorchvisionResNet(int(name[6:]), pretrained)
+    if name in RESNETS:
+        return TorchvisionResNet(*RESNETS[name][:1], pretrained=pretrained, style=RESNETS[name][1])
     if name.startswith("timm:"):
         return TimmBackbone(name[5:], pretrained)
-    raise ValueError(f"unknown backbone {name!r}; known: tiny, resnet18, resnet34, resnet50, resnet101, "
+    raise ValueError(f"unknown backbone {name!r}; known: tiny, {', '.join(RESNETS)}, "
                      f"timm:<model> (e.g. timm:ese_vovnet99b, timm:convnext_base, timm:dla34)")
 
 

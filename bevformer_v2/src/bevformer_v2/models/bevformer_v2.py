@@ -8,15 +8,15 @@ Official module names: ``img_backbone``, ``img_neck``, ``pts_bbox_head`` (``bev_
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 
 from ..data.constants import PC_RANGE, POST_CENTER_RANGE
 from .backbone import FPN, GridMask, build_backbone
 from .bev_nms import rotated_bev_nms
+from .box_branches import build_branches, predict_layers
 from .dd3d import NuscenesDD3D, dd3d_inference
+from .detr3d import Detr3DHead
 from .transformer import (DetectionTransformerDecoder, PerceptionTransformerV2, bda_warp, ego_motion_warp,
                           inverse_sigmoid)
 
@@ -97,40 +97,6 @@ class BEVFormerHead(nn.Module):
         return predict_layers(states, refs, self.cls_branches, self.reg_branches, self.pc_range)
 
 
-def build_branches(n_layers: int, embed_dims: int, num_classes: int, code_size: int = 10, num_reg_fcs: int = 2):
-    """Per-layer (unshared) cls branches [Linear-LN-ReLU]x2 + Linear (bias -log 99) and reg [Linear-ReLU]x2 + Linear."""
-    cls_branches, reg_branches = nn.ModuleList(), nn.ModuleList()
-    for _ in range(n_layers):
-        cls = []
-        for _ in range(num_reg_fcs):
-            cls += [nn.Linear(embed_dims, embed_dims), nn.LayerNorm(embed_dims), nn.ReLU(inplace=True)]
-        cls.append(nn.Linear(embed_dims, num_classes))
-        nn.init.constant_(cls[-1].bias, -math.log((1 - 0.01) / 0.01))  # bias_init_with_prob(0.01)
-        reg = []
-        for _ in range(num_reg_fcs):
-            reg += [nn.Linear(embed_dims, embed_dims), nn.ReLU()]
-        reg.append(nn.Linear(embed_dims, code_size))
-        cls_branches.append(nn.Sequential(*cls))
-        reg_branches.append(nn.Sequential(*reg))
-    return cls_branches, reg_branches
-
-
-def predict_layers(states, refs, cls_branches, reg_branches, pc_range):
-    """Per decoder layer: class logits and boxes; the centre uses the layer's input reference (spec §2.6)."""
-    all_cls, all_reg = [], []
-    r = pc_range
-    for lid in range(states.shape[0]):
-        cls = cls_branches[lid](states[lid])
-        t = reg_branches[lid](states[lid])
-        ref_l = refs[lid]
-        cx = (t[..., 0] + inverse_sigmoid(ref_l[..., 0])).sigmoid() * (r[3] - r[0]) + r[0]
-        cy = (t[..., 1] + inverse_sigmoid(ref_l[..., 1])).sigmoid() * (r[4] - r[1]) + r[1]
-        cz = (t[..., 4] + inverse_sigmoid(ref_l[..., 2])).sigmoid() * (r[5] - r[2]) + r[2]
-        all_cls.append(cls)
-        all_reg.append(torch.cat([cx[..., None], cy[..., None], t[..., 2:4], cz[..., None], t[..., 5:]], -1))
-    return torch.stack(all_cls), torch.stack(all_reg)
-
-
 class AuxBEVHead(nn.Module):
     """Second BEV detection head on the same BEV features (paper Tab. 2 'BEV & BEV' control): its own queries,
     reference points, decoder and branches; training-only auxiliary loss."""
@@ -203,7 +169,7 @@ class BEVFormerV2(nn.Module):
                  embed_dims: int = 256, num_cams: int = 6, head: dict | None = None, perspective: bool = True,
                  dd3d_convs: int = 4, grid_mask: bool = True, fix_smooth_l1: bool = False,
                  bev_nms_iou: float = 0.3, num_bev_levels: int = 4, temporal_mode: str = "reencode",
-                 aux_bev_head: bool = False):
+                 aux_bev_head: bool = False, perspective_head: str = "dd3d", detr3d: dict | None = None):
         super().__init__()
         self.img_backbone = build_backbone(backbone, pretrained, tiny_channels)
         self.img_neck = FPN(self.img_backbone.out_channels, embed_dims, 5)
@@ -212,8 +178,18 @@ class BEVFormerV2(nn.Module):
         self.perspective = perspective
         self.two_stage = self.pts_bbox_head.two_stage
         self.strides = (8, 16, 32, 64, 128)
-        if perspective or self.two_stage:
+        if perspective_head not in ("dd3d", "detr3d"):
+            raise ValueError(f"unknown perspective_head {perspective_head!r}; known: dd3d, detr3d (paper Tab. 5)")
+        if perspective_head == "detr3d" and self.two_stage:
+            raise ValueError("the two-stage hybrid queries take their proposals from the DD3D head; use "
+                             "perspective_head=dd3d with head.two_stage=true")
+        self.perspective_head = perspective_head
+        if (perspective and perspective_head == "dd3d") or self.two_stage:
             self.fcos3d_bbox_head = NuscenesDD3D(embed_dims, self.pts_bbox_head.num_classes, dd3d_convs, self.strides)
+        if perspective and perspective_head == "detr3d":  # paper Tab. 5 DETR3D rows
+            self.detr3d_head = Detr3DHead(embed_dims, self.pts_bbox_head.num_classes, num_cams=num_cams,
+                                          num_levels=num_bev_levels, pc_range=self.pts_bbox_head.pc_range,
+                                          **(detr3d or {}))
         self.grid_mask = GridMask() if grid_mask else None
         if aux_bev_head:  # 'BEV & BEV' control (paper Tab. 2)
             h = self.pts_bbox_head
@@ -310,14 +286,22 @@ class BEVFormerV2(nn.Module):
             out[b, : len(keep)] = ((v["centre"][keep] - r[:3]) / (r[3:] - r[:3])).clamp(1e-3, 1 - 1e-3)
         return out
 
+    def _detr3d(self, batch, feats):
+        """DETR3D perspective head on the current frame's first ``num_bev_levels`` FPN maps."""
+        return self.detr3d_head(feats[: self.num_bev_levels], batch["lidar2img"][:, self.cur], batch["img_shape"])
+
     @torch.no_grad()
     def predict_perspective(self, batch, max_num: int = 300) -> list:
         """Perspective-head-only detector (paper Tab. 2 'Perspective only'): per-view DD3D detections ->
-        lidar frame, velocity = predicted speed along the heading, class-aware rotated BEV NMS across views.
-        Returns per sample (boxes (n, 9), scores, labels) like the BEV head's decoder."""
+        lidar frame, velocity = predicted speed along the heading, class-aware rotated BEV NMS across views
+        (with the DETR3D head: its last layer, NMS-free decoding). Returns per sample (boxes (n, 9), scores,
+        labels) like the BEV head's decoder."""
         imgs = batch["imgs"]
         N, cur = imgs.shape[2], self.cur
         feats = self.extract_feat(imgs[:, cur], batch["flip"], False)
+        if self.perspective_head == "detr3d":
+            cls, reg = self._detr3d(batch, feats)
+            return [nms_free_decode(cls[-1, b], reg[-1, b], max_num) for b in range(imgs.shape[0])]
         dd3d_out = self.fcos3d_bbox_head([f.flatten(0, 1) for f in feats])
         dets = dd3d_inference(dd3d_out, self.strides, torch.linalg.inv(batch["intrinsics"].flatten(0, 1)))
         results = []
@@ -337,11 +321,15 @@ class BEVFormerV2(nn.Module):
         return results
 
     def forward(self, batch: dict):
-        """Training: dict(all_cls, all_reg, dd3d[, aux_cls, aux_reg]); eval: per sample (boxes (n, 9), scores,
-        labels)."""
-        all_cls, all_reg, dd3d_out, value = self.forward_raw(batch)
+        """Training: dict(all_cls, all_reg, dd3d[, aux_cls, aux_reg][, detr3d_cls, detr3d_reg]); eval: per sample
+        (boxes (n, 9), scores, labels)."""
+        all_cls, all_reg, persp, value = self.forward_raw(batch)
         if self.training:
-            out = dict(all_cls=all_cls, all_reg=all_reg, dd3d=dd3d_out)
+            out = dict(all_cls=all_cls, all_reg=all_reg, dd3d=None)
+            if self.perspective_head == "detr3d" and persp is not None:
+                out["detr3d_cls"], out["detr3d_reg"] = persp["cls"], persp["reg"]
+            else:
+                out["dd3d"] = persp
             if hasattr(self, "aux_bbox_head"):
                 out["aux_cls"], out["aux_reg"] = self.aux_bbox_head.decode(value)
             return out
@@ -349,7 +337,9 @@ class BEVFormerV2(nn.Module):
         return [nms_free_decode(all_cls[-1, b, :Qg], all_reg[-1, b, :Qg]) for b in range(all_cls.shape[1])]
 
     def forward_raw(self, batch: dict):
-        """-> all_cls (L, B, Q, K), all_reg (L, B, Q, 10), DD3D outputs (or None), decoder value (B, HW, C)."""
+        """-> all_cls (L, B, Q, K), all_reg (L, B, Q, 10), perspective-head outputs (DD3D maps, or DETR3D
+        ``{cls, reg}``; None at test time unless the two-stage model needs DD3D proposals), decoder value
+        (B, HW, C)."""
         imgs = batch["imgs"]  # (B, T, N, 3, H, W), T ordered as ``frames``
         others = self._other_bevs(batch) if len(self.frames) > 1 else {}
         feats = self.extract_feat(imgs[:, self.cur], batch["flip"], self.training)
@@ -358,9 +348,11 @@ class BEVFormerV2(nn.Module):
                           self._bda(batch))
         bevs = [bev if t == self.cur else others[t] for t in range(len(self.frames))]
         value = head.transformer.fuse(bevs, head.bev_h, head.bev_w)
-        dd3d_out = None
-        if (self.perspective and self.training) or self.two_stage:
-            dd3d_out = self.fcos3d_bbox_head([f.flatten(0, 1) for f in feats])
-        props = self.proposals(dd3d_out, batch) if self.two_stage else None
+        persp = None
+        if self.perspective and self.training and self.perspective_head == "detr3d":
+            persp = dict(zip(("cls", "reg"), self._detr3d(batch, feats)))
+        elif (self.perspective and self.training) or self.two_stage:
+            persp = self.fcos3d_bbox_head([f.flatten(0, 1) for f in feats])
+        props = self.proposals(persp, batch) if self.two_stage else None
         all_cls, all_reg = head.decode(value, props)
-        return all_cls, all_reg, dd3d_out, value
+        return all_cls, all_reg, persp, value

@@ -212,6 +212,13 @@ def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 
 
+def refine_reference(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Box refinement (spec §2.6): regression output t (..., 10), reference (..., 3) in [0, 1] ->
+    sigmoid(t[0:2] + logit(ref_xy)), sigmoid(t[4] + logit(ref_z)), detached (next layer's reference)."""
+    new = torch.cat([t[..., 0:2] + inverse_sigmoid(ref[..., :2]), t[..., 4:5] + inverse_sigmoid(ref[..., 2:3])], -1)
+    return new.sigmoid().detach()
+
+
 class DetectionTransformerDecoder(nn.Module):
     """Decoder with reference-point refinement (spec §2.6); returns every layer's states and input refs."""
 
@@ -233,10 +240,7 @@ class DetectionTransformerDecoder(nn.Module):
             query = layer(query, query_pos, value, ref[..., :2], spatial_shapes, level_start)
             states.append(query)
             refs.append(ref)
-            t = reg_branches[lid](query)
-            new = torch.cat([t[..., 0:2] + inverse_sigmoid(ref[..., :2]), t[..., 4:5] + inverse_sigmoid(ref[..., 2:3])],
-                            -1)
-            ref = new.sigmoid().detach()
+            ref = refine_reference(reg_branches[lid](query), ref)
         return torch.stack(states), torch.stack(refs)
 
 
