@@ -197,3 +197,33 @@ def test_voc_search_proxy_data(tmp_path, reward_split, sizes):
     assert x.shape == (3, 128, 128) and y.shape == (128, 128)
     x, y = reward_ds[0]
     assert x.shape == (3, 128, 128) and y.shape == (128, 128)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_train_pipeline_keeps_image_and_label_aligned(seed, monkeypatch):
+    """Axis audit (issue 15.1 kind): on a non-square image (W 100 x H 60) whose pixel values encode their label
+    and their column, random crops of a non-square size (h 32 x w 48), flips and padding move image and label
+    together: PIL (w, h) sizes, (h, w) crop sizes and (left, top) offsets cannot be swapped unnoticed."""
+    import random
+
+    from auto_seg_loss.data import transforms
+
+    monkeypatch.setattr(transforms, "photometric_distortion", lambda x: x)  # keep the colours readable
+    random.seed(seed)
+    torch.manual_seed(seed)
+    h, w = 60, 100
+    lab = np.zeros((h, w), np.uint8)
+    lab[:, 30:70] = 1
+    lab[10:25, :] = 2  # a horizontal band: a swapped axis would move it
+    img = np.stack([lab * 80, np.tile(np.arange(w, dtype=np.uint8), (h, 1)), np.zeros((h, w), np.uint8)], -1)
+    pipe = TrainPipeline((w, h), (1.0, 1.0), (32, 48), cat_max_ratio=1.0, flip_prob=0.5)
+    x, y = pipe(Image.fromarray(img), Image.fromarray(lab))
+    assert x.shape == (3, 32, 48) and y.shape == (32, 48)
+    raw = (x * transforms.STD + transforms.MEAN).round()
+    assert torch.equal(raw[0], y.float() * 80)  # label <-> image, pixel by pixel
+    cols = raw[1, 0]
+    assert (cols.diff().abs() == 1).all() and (cols.diff() == cols.diff()[0]).all()  # one contiguous column range
+    tall = TrainPipeline((w, h), (1.0, 1.0), (80, 40), cat_max_ratio=1.0, flip_prob=0.0)  # taller than the image
+    x, y = tall(Image.fromarray(img), Image.fromarray(lab))
+    assert x.shape == (3, 80, 40) and (y[60:] == 255).all() and (y[:60] != 255).all()
+    assert torch.equal((x[0, :60] * transforms.STD[0] + transforms.MEAN[0]).round(), y[:60].float() * 80)
