@@ -36,7 +36,7 @@ def test_attention_map_is_causal_and_report(tmp_path):
 
 def test_scan_kernel_reproduces_the_scan():
     from defocus.diagnostics import scan_kernel
-    from defocus.ops.selective_scan import selective_scan_ref
+    from defocus.ops import selective_scan_ref
 
     torch.manual_seed(0)
     E, L, N = 3, 9, 4

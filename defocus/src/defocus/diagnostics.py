@@ -81,7 +81,8 @@ def implicit_kernel(model: DefocusMamba, images: Tensor, layer: int) -> Tensor:
     X = _block_input(model, images, layer).detach()
     blk = model.blocks[layer]
     mix = blk.mixer
-    u, delta, _, B, C = mix.ssm_inputs(blk.norm(X))
+    u, dt, _, B, C = mix.ssm_inputs(blk.norm(X))
+    delta = mix.effective_delta(dt)
     A = -torch.exp(mix.A_log.float())
     # one image at a time: (E, L, L, N) intermediates
     return torch.stack([scan_kernel(delta[i], A, B[i], C[i]).abs().mean(0) for i in range(X.shape[0])])

@@ -6,6 +6,7 @@ Spec §2.2 (block and mixer, exact), §2.3 (bandpass filter parameters), §2.5 (
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from timm.layers import drop_path
 from torch import Tensor, nn
 
-from ..ops.selective_scan import selective_scan
+from ..ops import selective_scan
 
 __all__ = ["MixerConfig", "RMSNorm", "DefocusMambaMixer", "DefocusMambaBlock", "init_bandpass_freq"]
 
@@ -40,6 +41,7 @@ class MixerConfig:
     layer_norm_epsilon: float = 1e-5
     residual_in_fp32: bool = True
     scan_impl: str = "auto"  # "auto" | "ref" | "chunked" | "triton" | "cpu" (fused C++, compiled on first use)
+    compile_glue: bool = False  # torch.compile the RoPE of B/C (the only elementwise glue left outside the scan)
 
 
 def init_bandpass_freq(n: int) -> Tensor:
@@ -106,15 +108,16 @@ class DefocusMambaMixer(nn.Module):
 
     def rope_angles(self, L: int, device) -> Tensor:
         """phi[t, j] = (t / rope_scale_factor) * freq[j], (L, N), positions in fp32 (paper Eq. 6)."""
-        pos = torch.arange(L, device=device, dtype=torch.float32) / self.cfg.rope_scale_factor
-        freq = self.freq.float()
+        dtype = torch.promote_types(self.freq.dtype, torch.float32)  # fp32 angles (float64 modules: float64)
+        pos = torch.arange(L, device=device, dtype=dtype) / self.cfg.rope_scale_factor
+        freq = self.freq.to(dtype)
         if self.cfg.rope_pairing == "paired":
             freq = freq.repeat_interleave(2)
         return pos[:, None] * freq[None, :]
 
     @staticmethod
     def apply_rope(x: Tensor, phi: Tensor) -> Tensor:
-        """Rotate pairs (2m, 2m+1) of x (b, L, N) by phi (L, N):
+        """Rotate pairs (2m, 2m+1) of x (..., N) by phi (broadcastable to x), e.g. x (b, L, N), phi (L, N):
         x'[2m] = x[2m] cos phi[2m] - x[2m+1] sin phi[2m];  x'[2m+1] = x[2m+1] cos phi[2m+1] + x[2m] sin phi[2m+1].
         """
         x1, x2 = x[..., 0::2], x[..., 1::2]
@@ -122,33 +125,54 @@ class DefocusMambaMixer(nn.Module):
         return x * torch.cos(phi) + rot * torch.sin(phi)
 
     def ssm_inputs(self, h: Tensor):
-        """Project (b, L, H) to the scan inputs: u, delta, z (b, E, L); B, C (b, N, L)."""
+        """Project (b, L, H) to the scan inputs: u, dt, z (b, E, L); B, C (b, N, L) with the RoPE applied.
+
+        ``dt`` is the raw ``dt_proj`` output without its bias: the scan adds the bias and applies the softplus
+        in fp32 (spec §2.2 step 5), fused in the Triton kernel. B and C are rotated together and come back in
+        fp32 (float64 for float64 modules).
+        """
         c = self.cfg
         L = h.shape[1]
         u0, z = self.in_proj(h).transpose(1, 2).chunk(2, dim=1)  # (b, E, L) each
         u = F.silu(self.conv1d(u0)[..., :L])  # causal depthwise conv: left pad k-1, keep the first L
-        dt_low, B, C = torch.split(self.x_proj(u.transpose(1, 2)), [c.time_step_rank, c.state_size, c.state_size], -1)
+        dt_low, BC = torch.split(self.x_proj(u.transpose(1, 2)), [c.time_step_rank, 2 * c.state_size], -1)
+        BC = BC.to(torch.promote_types(BC.dtype, torch.float32)).unflatten(-1, (2, c.state_size))  # (b, L, 2, N)
         if c.use_rope:
-            phi = self.rope_angles(L, h.device)
-            B = self.apply_rope(B.float(), phi).to(B.dtype)
-            C = self.apply_rope(C.float(), phi).to(C.dtype)
-        dt = self.dt_proj.weight @ dt_low.transpose(1, 2)  # (b, E, L)
-        delta = F.softplus(dt.float() + self.dt_proj.bias.float()[None, :, None]) / c.delta_scale_factor
-        return u, delta.to(dt.dtype), z, B.transpose(1, 2), C.transpose(1, 2)
+            BC = self._rope(BC, self.rope_angles(L, h.device)[:, None, :])
+        dt = self.dt_proj.weight @ dt_low.transpose(1, 2)  # (b, E, L), bias added inside the scan
+        B, C = BC.permute(2, 0, 3, 1).unbind(0)  # (b, N, L) views
+        return u, dt, z, B, C
+
+    def _rope(self, BC: Tensor, phi: Tensor) -> Tensor:
+        if self.cfg.compile_glue:
+            return _compiled_rope()(BC, phi)
+        return self.apply_rope(BC, phi)
+
+    def scan_A_B(self, B: Tensor) -> tuple[Tensor, Tensor]:
+        """A = -exp(A_log) (E, N) fp32 and B with ``delta_scale_factor`` s folded in: the scan needs Delta / s, and
+        exp((Delta / s) A) = exp(Delta (A / s)), (Delta / s) B u = Delta (B / s) u, so A / s and B / s replace
+        a pass over the (b, E, L) Delta."""
+        A = -torch.exp(self.A_log.float())
+        s = self.cfg.delta_scale_factor
+        return (A, B) if s == 1.0 else (A / s, B / s)
+
+    def effective_delta(self, dt: Tensor) -> Tensor:
+        """Delta = softplus(dt + b_dt) / delta_scale_factor (b, E, L) in fp32, as the scan uses it (diagnostics)."""
+        return F.softplus(dt.float() + self.dt_proj.bias.float()[None, :, None]) / self.cfg.delta_scale_factor
 
     def forward(self, h: Tensor) -> Tensor:
         c = self.cfg
-        u, delta, z, B, C = self.ssm_inputs(h)
-        A = -torch.exp(self.A_log.float())
-        y = selective_scan(u, delta, A, B, C, impl=c.scan_impl)  # (b, E, L), Eq. 2-4
-        dtype = y.dtype
-        y = y.float()
-        if c.group_norm_size:
-            b, E, L = y.shape
-            y = y.view(b, E // c.group_norm_size, c.group_norm_size, L)
-            y = (y * torch.rsqrt(y.pow(2).mean(2, keepdim=True) + 1e-6)).view(b, E, L)
-        y = (y + u.float() * self.D.float()[None, :, None]) * F.silu(z.float())
-        return self.out_proj(y.to(dtype).transpose(1, 2))
+        u, dt, z, B, C = self.ssm_inputs(h)
+        A, B = self.scan_A_B(B)
+        # Eq. 2-4 with the fused prologue (bias + softplus) and epilogue (head-wise RMS norm, + D u, * silu(z))
+        y = selective_scan(u, dt, A, B, C, D=self.D, z=z, delta_bias=self.dt_proj.bias, delta_softplus=True,
+                           group_size=c.group_norm_size, impl=c.scan_impl)
+        return self.out_proj(y.transpose(1, 2))
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_rope():
+    return torch.compile(DefocusMambaMixer.apply_rope, dynamic=False)
 
 
 class DefocusMambaBlock(nn.Module):
