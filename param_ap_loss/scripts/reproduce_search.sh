@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # PAP-loss search on COCO (official: 40 rounds x 8 samples, every proxy = 1 epoch on 8 GPUs).
-# COCO 2017 in data/coco (annotations/, train2017/, val2017/); 8 GPUs.
+# COCO 2017 in data/coco (annotations/, train2017/, val2017/); 8 GPUs; the ImageNet ResNet-50 file
+# resnet50-0676ba61.pth in $PAP_WEIGHTS (every proxy starts from it, as officially).
 set -euo pipefail
 COCO=${COCO:-data/coco}
+export PAP_WEIGHTS=${PAP_WEIGHTS:-weights}
 python scripts/make_search_split.py "$COCO/annotations/instances_train2017.json" "$COCO/annotations" --num-val 5000 --seed 0
 
 # (a) official scheme: samples one after another, each proxy DDP over the 8 GPUs (global batch 64)

@@ -136,36 +136,35 @@ def rank_ratio(z: torch.Tensor, w: torch.Tensor, s: torch.Tensor, num: SegmentTa
     return RankRatio.apply(z, w, s, num, den, float(den_eps))
 
 
-def _linear_step_table() -> SegmentTable:
-    from .piecewise import segment_table
-
-    ident = torch.tensor([0.0, 0.0, 0.2, 0.2, 0.4, 0.4, 0.6, 0.6, 0.8, 0.8, 1.0, 1.0], dtype=torch.float64)
-    return segment_table(ident)
-
-
 def soft_counts(keys: torch.Tensor, weights: torch.Tensor, queries: torch.Tensor, delta: float = 1.0) -> torch.Tensor:
     """``out_i = sum_k w_k H(keys_k - queries_i)`` with ``H(d) = clamp(d / (2 delta) + 1/2, 0, 1)``
     (the smoothed step of AP-Loss / aLRP Loss), no gradient; sort + prefix sums, float64.
 
+    With keys sorted, ``H = 1`` for ``key >= q + delta``, ``0`` for ``key <= q - delta`` and linear in between,
+    so each query needs two ``searchsorted`` and four prefix-sum reads.
     keys (N,), weights (N,), queries (Q,) -> (Q,) float64. O((N + Q) log N) time, O(N + Q) memory.
     """
-    k = keys.detach().to(torch.float64) / delta
+    k_sorted, order = torch.sort(keys.detach().to(torch.float64) / delta)
     q = queries.detach().to(torch.float64) / delta
-    k_sorted, order = torch.sort(k)
     w = weights.detach().to(torch.float64)[order]
-    val, _ = _sums_over_ranked(k_sorted, _prefix(w), _prefix(w * k_sorted), q, _linear_step_table())
-    return val
+    cw, cwk = _prefix(w), _prefix(w * k_sorted)
+    lo = torch.searchsorted(k_sorted, q - 1, right=True)  # keys <= q - 1 count 0
+    hi = torch.searchsorted(k_sorted, q + 1, right=False)  # keys >= q + 1 count 1
+    mid_w, mid_wk = cw[hi] - cw[lo], cwk[hi] - cwk[lo]
+    return (cw[-1] - cw[hi]) + (mid_wk - (q - 1) * mid_w) / 2
 
 
 def soft_counts_transposed(keys: torch.Tensor, queries: torch.Tensor, coeffs: torch.Tensor,
                            delta: float = 1.0) -> torch.Tensor:
     """``out_k = sum_i c_i H(keys_k - queries_i)`` for every key (the transposed sum of :func:`soft_counts`,
-    e.g. the error-driven gradient of each negative), no gradient; float64.
+    e.g. the error-driven update of each negative), no gradient; float64.
 
-    keys (N,), queries (Q,), coeffs (Q,) -> (N,) float64.
+    keys (N,), queries (Q,), coeffs (Q,) -> (N,) float64; two ``searchsorted`` per key into the sorted queries.
     """
     k = keys.detach().to(torch.float64) / delta
     q_sorted, order = torch.sort(queries.detach().to(torch.float64) / delta)
     c = coeffs.detach().to(torch.float64)[order]
-    val, _ = _sums_over_positives(k, q_sorted, _prefix(c), _prefix(c * q_sorted), _linear_step_table())
-    return val
+    cc, ccq = _prefix(c), _prefix(c * q_sorted)
+    a = torch.searchsorted(q_sorted, k - 1, right=True)  # queries <= k - 1: H = 1
+    b = torch.searchsorted(q_sorted, k + 1, right=False)  # queries < k + 1: H > 0
+    return cc[a] + ((k + 1) * (cc[b] - cc[a]) - (ccq[b] - ccq[a])) / 2
