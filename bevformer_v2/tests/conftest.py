@@ -1,4 +1,6 @@
 """Shared fixtures: a small synthetic nuScenes set (generated once per session) and tiny model configs."""
+import sys
+
 import pytest
 import torch
 
@@ -57,6 +59,21 @@ CLI_OVERRIDES = ["data.synthetic.samples_per_scene=4", "data.synthetic.objects_p
 def cli_overrides(synth_root):
     """Hydra overrides that point the entry points at the session's small synthetic set and shrink the model."""
     return [f"data.root={synth_root}", *CLI_OVERRIDES]
+
+
+@pytest.fixture
+def run_entry(monkeypatch):
+    """Run a Hydra entry point (``bevformer_v2.cli.train`` / ``evaluate_cli``) in this process with CLI
+    arguments; returns the message of the ``SystemExit`` it stopped with (None when it finished). Saves the
+    interpreter start-up and imports of a subprocess; the ``error: ...`` exits are the same code path."""
+    def run(entry, *args):
+        monkeypatch.setattr(sys, "argv", ["bevformer-v2", *args])
+        try:
+            entry()
+        except SystemExit as e:
+            return str(e.code)
+        return None
+    return run
 
 
 @pytest.fixture(autouse=True)

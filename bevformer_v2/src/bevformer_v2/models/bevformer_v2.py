@@ -17,8 +17,7 @@ from .bev_nms import rotated_bev_nms
 from .box_branches import build_branches, predict_layers
 from .dd3d import NuscenesDD3D, dd3d_inference
 from .detr3d import Detr3DHead
-from .transformer import (DetectionTransformerDecoder, PerceptionTransformerV2, bda_warp, ego_motion_warp,
-                          inverse_sigmoid)
+from .transformer import DetectionTransformerDecoder, PerceptionTransformerV2, bda_warp, ego_motion_warp
 
 
 class LearnedPositionalEncoding(nn.Module):
