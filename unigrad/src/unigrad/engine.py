@@ -113,7 +113,7 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
         step += 1
         meter.update(terms, skipped=batch_size - x1.shape[0])
         if metrics is not None and step % log_every == 0:
-            metrics.log({"loss": float(terms["loss"]), "pos_sim": float(terms["pos_sim"]), "lr": lr, "mm": mm,
+            metrics.log({"loss": float(terms["loss"].detach()), "pos_sim": float(terms["pos_sim"]), "lr": lr, "mm": mm,
                          "epoch": epoch}, step=step)
         if on_step_end is not None:
             on_step_end(step)
@@ -136,7 +136,7 @@ def lineval_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader
         loss.backward()
         optimizer.step()
         step += 1
-        total, count = total + float(loss), count + 1
+        total, count = total + float(loss.detach()), count + 1
         if on_step_end is not None:
             on_step_end(step)
     if log is not None:
