@@ -32,6 +32,26 @@ def test_policy_lr_schedule_official_values():
     assert policy_lr_factor(65) == pytest.approx(0.5) and policy_lr_factor(99) == pytest.approx(1 / 70)
 
 
+def test_policy_update_lr_offset_matches_the_official_loop():
+    """Official ``argmax``: LambdaLR stepped after every Adam step, so Adam step e runs at mu_lr * g(e):
+    step 0 at lr 0, the peak at step 30, then linear decay (the kind of offset of issue 15.6)."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    from param_ap_loss.search import ppo_update
+
+    seen = []
+    handle = register_optimizer_step_pre_hook(lambda opt, *_: seen.append(opt.param_groups[0]["lr"]))
+    try:
+        m = torch.zeros(3, dtype=torch.float64)
+        ppo_update(m, torch.full((3,), 0.2, dtype=torch.float64), torch.full((3,), 0.15, dtype=torch.float64),
+                   torch.rand(4, 3, dtype=torch.float64), torch.tensor([1.0, -1.0, 0.5, -0.5], dtype=torch.float64))
+    finally:
+        handle.remove()
+    assert len(seen) == 100
+    assert seen[0] == 0.0 and seen[15] == pytest.approx(0.005) and seen[30] == pytest.approx(0.01)
+    assert seen[31] == pytest.approx(0.01 * (1 - 1 / 70)) and seen[99] == pytest.approx(0.01 / 70)
+
+
 def test_search_space_layout_and_identity():
     assert SearchSpace(("bbox",)).dim == 41 and SearchSpace(("rpn", "roi")).dim == 82
     space = SearchSpace(("rpn", "roi"))
