@@ -8,5 +8,5 @@ set -euo pipefail
 NGPU=${NGPU:-4}
 for exp in cityscapes_ce cityscapes_miou cityscapes_fwiou cityscapes_macc cityscapes_gacc cityscapes_biou cityscapes_bf1; do
   torchrun --nproc_per_node="$NGPU" --no-python asl-train experiment="$exp" data.root="$CITYSCAPES_ROOT" \
-    model.pretrained="$R101_V1C" hydra.run.dir="outputs/cityscapes/$exp"
+    init.path="$R101_V1C" hydra.run.dir="outputs/cityscapes/$exp"
 done

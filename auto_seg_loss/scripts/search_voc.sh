@@ -6,6 +6,6 @@
 set -euo pipefail
 : "${VOC_ROOT:?set VOC_ROOT}"; : "${R50_V1C:?set R50_V1C}"
 METRIC=${METRIC:-miou}
-asl-search experiment="search_voc_${METRIC}" data.root="$VOC_ROOT" model.pretrained="$R50_V1C" \
+asl-search experiment="search_voc_${METRIC}" data.root="$VOC_ROOT" init.path="$R50_V1C" \
   hydra.run.dir="outputs/search/${METRIC}"
 cat "outputs/search/${METRIC}/searched_control_points.yaml"
