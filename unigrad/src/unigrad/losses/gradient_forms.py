@@ -221,7 +221,7 @@ class MoCoGradLoss(GradientLoss):
 
     def gradients(self, u1, u2, t1, t2):
         g1, g2 = self._direction(u1, t2), self._direction(u2, t1)
-        self.enqueue(gather(torch.cat([t1, t2])))
+        self.enqueue(torch.cat([gather(t1), gather(t2)]))  # [view-1 keys of all ranks; view-2 keys]: rank-count independent
         return g1, g2
 
 
