@@ -60,10 +60,11 @@ class RandomResizedCropNoLoop(T.RandomResizedCrop):
         return i, j, h, w
 
 
-def build_linprobe_transform(input_size: int = 224, *, mean: Sequence[float] = IMAGENET_MEAN,
-                             std: Sequence[float] = IMAGENET_STD) -> T.Compose:
-    """MAE linear-probe train transform: :class:`RandomResizedCropNoLoop` (bicubic), hflip, ToTensor, Normalize."""
-    return T.Compose([RandomResizedCropNoLoop(input_size, interpolation=InterpolationMode.BICUBIC),
+def build_linprobe_transform(input_size: int = 224, *, scale: tuple[float, float] = (0.08, 1.0),
+                             mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> T.Compose:
+    """MAE linear-probe train transform: :class:`RandomResizedCropNoLoop` (bicubic, area ``scale``), hflip,
+    ToTensor, Normalize."""
+    return T.Compose([RandomResizedCropNoLoop(input_size, scale=scale, interpolation=InterpolationMode.BICUBIC),
                       T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
 
 

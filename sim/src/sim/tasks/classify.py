@@ -55,7 +55,7 @@ def run_classifier(cfg: DictConfig, mode: str) -> dict:
                                          re_mode=cfg.aug.re_mode, re_count=int(cfg.aug.re_count))
     elif mode == "linprobe":
         model = build_linear_probe(cfg.model.variant, int(d.num_classes), img_size=size)
-        train_tf = build_linprobe_transform(size)
+        train_tf = build_linprobe_transform(size, scale=(float(cfg.aug.crop_min), 1.0))
     else:
         raise ValueError(f"unknown mode {mode!r}; use finetune or linprobe")
     load_init(model, init_path, cfg, log)

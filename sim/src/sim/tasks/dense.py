@@ -144,7 +144,13 @@ def run_detection(cfg: DictConfig) -> dict:
     model = build_vitdet_maskrcnn(trunk, len(train.cat_ids) + 1, min_size=int(d.min_size), max_size=int(d.max_size),
                                   out_channels=int(m.fpn_channels), head_channels=int(m.head_channels),
                                   fc_dim=int(m.fc_dim), anchor_sizes=tuple(m.anchor_sizes),
-                                  box_detections_per_img=int(m.detections_per_img)).to(ctx.device)
+                                  box_detections_per_img=int(m.detections_per_img),
+                                  rpn_pre_nms_top_n_train=int(m.rpn_pre_nms_top_n[0]),
+                                  rpn_pre_nms_top_n_test=int(m.rpn_pre_nms_top_n[1]),
+                                  rpn_post_nms_top_n_train=int(m.rpn_post_nms_top_n[0]),
+                                  rpn_post_nms_top_n_test=int(m.rpn_post_nms_top_n[1]),
+                                  rpn_batch_size_per_image=int(m.rpn_batch_size_per_image),
+                                  box_batch_size_per_image=int(m.roi_batch_size_per_image)).to(ctx.device)
     loader = build_loader(train, batch_size=int(cfg.train.batch_size), seed=int(cfg.seed),
                           num_workers=int(d.num_workers), collate_fn=detection_collate)
     total = len(loader) * int(cfg.train.epochs)

@@ -6,9 +6,10 @@ import torch
 from omegaconf import DictConfig
 from timm.optim import param_groups_weight_decay
 
-from repro_shared import dist, run
+from repro_shared import checkpoint, dist, run
 from repro_shared.data import SeededDataset, SkipNoneCollate, build_loader
 
+from ..convert import read_weights
 from ..data import LabelledDigits, SiameseIMTransform, build_pretrain_dataset
 from ..engine import pretrain_one_epoch
 from ..losses import effective_rank
@@ -69,10 +70,14 @@ def run_pretrain(cfg: DictConfig) -> dict:
     continues exactly from the newest valid one. With ``probe.enabled`` (embedded data) the probes run on the
     initial weights (before step 0, kept in the checkpoint) and on the final ones.
     """
-    run.check_required_init(cfg.get("init"))  # before building anything
+    init_path = run.check_required_init(cfg.get("init"))  # before building anything
     ctx = run.setup_run(cfg, name="sim")
     log, device, t = ctx.log, ctx.device, cfg.train
     model = build_pretrain_model(cfg)
+    if init_path is not None:  # e.g. continue from released weights (sim-convert convert.to=ours)
+        report = checkpoint.load_state_dict_remapped(model, read_weights(init_path, trust=bool(cfg.trust_checkpoint)),
+                                                     strict=True)
+        log.info("init weights from %s: %s", init_path, report)
     log.info("SiameseIM %s: %.2f M parameters (%.2f M trainable)", cfg.model.variant,
              sum(p.numel() for p in model.parameters()) / 1e6,
              sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6)
