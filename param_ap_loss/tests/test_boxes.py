@@ -15,7 +15,8 @@ from PIL import Image
 from torchvision.models.detection._utils import BoxCoder
 from torchvision.ops import box_convert, generalized_box_iou
 
-from param_ap_loss.data.coco import CocoDetection, build_transforms
+from param_ap_loss.data.coco import CocoDetection
+from param_ap_loss.data.transforms import build_transforms
 from param_ap_loss.data.photometric import hsv_to_rgb, rgb_to_hsv
 from param_ap_loss.engine import predict
 from param_ap_loss.models.common import stds_to_weights

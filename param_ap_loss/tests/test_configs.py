@@ -14,7 +14,7 @@ from torchvision.models import resnet18
 from repro_shared.checkpoint import CheckpointError
 
 from param_ap_loss.cli import search, train, train_and_evaluate
-from param_ap_loss.data.coco import build_transforms
+from param_ap_loss.data.transforms import build_transforms
 from param_ap_loss.data.photometric import PhotoMetricDistortion, rgb_to_hsv
 from param_ap_loss.models.build import build_detector
 
@@ -88,11 +88,48 @@ def test_deformable_detr_rows_follow_the_official_recipe(loss, refine, two_stage
     assert cfg.loss.type == ("pap" if loss else "focal_l1_giou")
     assert cfg.model.detr.box_refine == refine and cfg.model.detr.two_stage == two_stage
     assert cfg.model.neck == "input_proj" and cfg.model.detr.dropout == 0.1 and cfg.model.detr.num_queries == 300
+    assert cfg.data.train_transform == "detr_multiscale" and cfg.model.train_size is None
+    assert cfg.model.test_min_size == 800 and cfg.model.test_max_size == 1333
     tc = cfg.train
     assert tc.optimizer == "adamw" and tc.lr == 2e-4 and tc.weight_decay == 1e-4 and tc.clip_max_norm == 0.1
     assert tc.epochs == 50 and list(tc.milestones) == [40] and tc.warmup_iters == 0 and tc.batch_size == 4
     assert [list(g.names) for g in tc.param_groups] == [["backbone.body"], ["reference_points", "sampling_offsets"]]
     assert [g.lr_mult for g in tc.param_groups] == [0.1, 0.1]
+
+
+def test_detr_multiscale_pipeline_sizes_and_boxes():
+    """Deformable DETR's augmentation: short side in 480..800 (step 32) with the long side <= 1333, or a
+    400/500/600 resize + 384-600 crop before it; boxes stay inside the image; the model keeps that size."""
+    from PIL import Image
+    from torchvision import tv_tensors
+
+    from param_ap_loss.data.transforms import DETR_SCALES, RandomSizeCrop
+    from param_ap_loss.models.common import SizedTransform
+
+    tf = build_transforms("detr_multiscale")
+    img = Image.new("RGB", (640, 400))
+    boxes = tv_tensors.BoundingBoxes([[20.0, 30.0, 300.0, 200.0], [400.0, 100.0, 630.0, 390.0]], format="XYXY",
+                                     canvas_size=(400, 640))
+    shorts = set()
+    for seed in range(30):
+        torch.manual_seed(seed)
+        out, tgt = tf(img, {"boxes": boxes, "labels": torch.tensor([0, 1])})
+        h, w = out.shape[-2:]
+        assert min(h, w) in DETR_SCALES and max(h, w) <= 1333, (h, w)
+        b = tgt["boxes"]
+        assert (b[:, 0] >= 0).all() and (b[:, 2] <= w).all() and (b[:, 3] <= h).all() and len(b) == len(tgt["labels"])
+        shorts.add(min(h, w))
+    assert len(shorts) > 5
+    crop = RandomSizeCrop(384, 600)
+    for seed in range(20):
+        torch.manual_seed(seed)
+        out, cb = crop(tv_tensors.Image(torch.zeros(3, 500, 900)),
+                       tv_tensors.BoundingBoxes([[0.0, 0.0, 900.0, 500.0]], format="XYXY", canvas_size=(500, 900)))
+        h, w = out.shape[-2:]
+        assert 384 <= h <= 500 and 384 <= w <= 600 and cb.tolist() == [[0.0, 0.0, float(w), float(h)]]
+    st = SizedTransform(None, 800, 1333).train()
+    batch, _ = st([torch.rand(3, 608, 911)], [{"boxes": torch.tensor([[1.0, 2.0, 30.0, 40.0]]), "labels": torch.tensor([0])}])
+    assert batch.image_sizes == [(608, 911)]  # no resize in training; padded to /32 only
 
 
 def test_ce_baselines_use_l1_in_the_rpn():

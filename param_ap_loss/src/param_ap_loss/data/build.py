@@ -8,7 +8,8 @@ from typing import Any
 
 from repro_shared import toydata
 
-from .coco import CocoDetection, build_transforms
+from .coco import CocoDetection
+from .transforms import build_transforms
 
 DATASETS = ("shapes", "coco")
 

@@ -18,45 +18,11 @@ import torch
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from torchvision.transforms import v2 as T
 
 from repro_shared.data import DataError, load_image
 
-from .photometric import PhotoMetricDistortion
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-TRANSFORMS = ("ssd512", "flip", "none")
 COCO_LAYOUT = "<root>/annotations/instances_<split>2017.json with the images in <root>/<split>2017/"
 _log = logging.getLogger("param_ap_loss.data")
-
-
-def build_transforms(kind: str, train_size: int = 512):
-    """Training / test transforms of a PIL image and its ``BoundingBoxes`` target.
-
-    * ``ssd512``: the official ``coco500_detection_augm`` training pipeline (spec §3.7): mmdet
-      ``PhotoMetricDistortion`` (brightness +-32 additive, contrast/saturation x[0.5, 1.5], hue +-18 deg,
-      channel swap; each p = 0.5), ``Expand`` (ratio 1-4, mean fill, p = 0.5), ``MinIoURandomCrop``
-      (min IoU {0.1, ..., 0.9} or no crop, min crop 0.3), resize to ``train_size`` x ``train_size``
-      without keeping the ratio, horizontal flip 0.5.
-    * ``flip``: flip only (tiny runs); ``none``: tensor conversion only (the model resizes at test time).
-    """
-    to_float = [T.ToImage(), T.ToDtype(torch.float32, scale=True)]
-    if kind == "none":
-        return T.Compose(to_float)
-    if kind == "flip":
-        return T.Compose([T.ToImage(), T.RandomHorizontalFlip(0.5), T.ToDtype(torch.float32, scale=True)])
-    if kind == "ssd512":
-        return T.Compose([
-            *to_float,
-            PhotoMetricDistortion(brightness_delta=32, contrast_range=(0.5, 1.5), saturation_range=(0.5, 1.5),
-                                  hue_delta=18),
-            T.RandomZoomOut(fill={tv_tensors.Image: list(IMAGENET_MEAN), "others": 0}, side_range=(1.0, 4.0), p=0.5),
-            T.RandomIoUCrop(min_scale=0.3, sampler_options=[0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0]),
-            T.Resize((train_size, train_size), antialias=True),
-            T.RandomHorizontalFlip(0.5),
-            T.SanitizeBoundingBoxes(min_size=1),
-        ])
-    raise ValueError(f"unknown transform {kind!r}; known: {', '.join(TRANSFORMS)}")
 
 
 class CocoDetection(Dataset):

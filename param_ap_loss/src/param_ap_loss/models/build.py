@@ -66,7 +66,8 @@ def build_detector(model_cfg: Any, loss_cfg: Any, num_classes: int, init_path: s
                                   int(model_cfg.fpn_channels), bb.get("extra_blocks"), int(bb.get("width", 16)))
     if init_path is not None:
         load_backbone_weights(backbone, init_path, log)
-    sizes = dict(train_size=int(model_cfg.train_size), test_min_size=int(model_cfg.test_min_size),
+    train_size = model_cfg.train_size  # null: no resize in training (the data pipeline sets the size)
+    sizes = dict(train_size=None if train_size is None else int(train_size), test_min_size=int(model_cfg.test_min_size),
                  test_max_size=int(model_cfg.test_max_size))
     kind, reg_input = loss_cfg.type, loss_cfg.get("reg_input", "giou")
     if name == "retinanet":

@@ -29,14 +29,22 @@ class MaxIoUMatcher(Matcher):
 
 
 class SizedTransform(GeneralizedRCNNTransform):
-    """Normalise with ImageNet statistics; resize to ``train_size`` in training and to fit
-    (``test_max_size`` x ``test_min_size``) keeping the aspect ratio at test; pad to /32."""
+    """Normalise with ImageNet statistics; resize to ``train_size`` in training (``None``: keep the size
+    the data pipeline produced, e.g. DETR's multi-scale augmentation) and to fit (``test_max_size`` x
+    ``test_min_size``) keeping the aspect ratio at test; pad to /32."""
 
-    def __init__(self, train_size: int, test_min_size: int, test_max_size: int):
+    def __init__(self, train_size: int | None, test_min_size: int, test_max_size: int):
         super().__init__(test_min_size, test_max_size, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225],
                          size_divisible=32)
-        self.sizes = {True: ((train_size,), train_size), False: ((test_min_size,), test_max_size)}
+        self.train_size = train_size
+        self.sizes = {True: ((train_size or test_min_size,), train_size or test_max_size),
+                      False: ((test_min_size,), test_max_size)}
 
     def forward(self, images, targets=None):
         self.min_size, self.max_size = self.sizes[self.training]
         return super().forward(images, targets)
+
+    def resize(self, image, target=None):
+        if self.training and self.train_size is None:
+            return image, target
+        return super().resize(image, target)
