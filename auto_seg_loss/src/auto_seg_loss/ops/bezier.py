@@ -18,9 +18,10 @@ Three implementations with one signature ``f(x, ctrl) -> h(x)`` (x of any shape,
 * :func:`bezier_select` -- each element is solved only on its own piece (one ``bucketize`` + gathers of
   the per-piece constants), with the rationalised root (exact; also accurate when a is within rounding
   of 1/2, where the official form cancels catastrophically).
-* :func:`bezier_lut` / :class:`BezierLUT` -- h tabulated on a uniform grid (2^16 + 1 nodes by default)
-  and linearly interpolated, with a custom autograd function whose backward is the slope of the
-  interpolant (one gather per element). Approximate; error bounded in the tests and the benchmark.
+* :func:`bezier_lut` / :class:`BezierLUT` -- h tabulated on the grid k / 2^16 (:func:`build_lut`), one
+  run of nodes per piece so that no bin straddles a piece junction, and linearly interpolated with a
+  custom autograd function whose backward is the slope of the interpolating segment (two gathers per
+  element). Approximate; error bounded in the tests and the benchmark.
 
 Also :func:`theta_to_control_points`, the search parameterisation (spec §3.3, last paragraph) that maps
 theta in [0, 1]^D to monotone control points, and :func:`identity_theta`.
@@ -126,7 +127,12 @@ def build_lut(ctrl: torch.Tensor, bins: int = 1 << 16) -> tuple[torch.Tensor, to
     Returns:
         values: (T,) float64 h at the nodes; steps: (T,) float64 value increment of the bin starting at
         each node (the increment of the bin before it for the last node of a run); layout: :class:`LUTLayout`.
+
+    Raises:
+        ValueError: ``bins`` is not a power of two (x * bins must be exact in floating point).
     """
+    if bins < 2 or bins & (bins - 1):
+        raise ValueError(f"lut_bins must be a power of two >= 2 (x * bins must be exact), got {bins}")
     ctrl = ctrl.detach().to(torch.float64).cpu()
     pts = _points(ctrl)
     ends = pts[0::2, 0].tolist()  # e_0 = 0, e_1, ..., e_n = 1
@@ -183,7 +189,7 @@ class BezierLUT(torch.autograd.Function):
         g = x.clamp(0.0, 1.0) * layout.bins  # exact; g > e * B  <=>  x > e in x's dtype
         u = g
         for e, shift in zip(layout.junctions, layout.shifts):
-            u = u + (g > e * layout.bins) * shift if u is g else u.add_(g > e * layout.bins, alpha=shift)
+            u = torch.add(u, g > e * layout.bins, alpha=shift)  # the run of the piece right of junction e
         i = u.floor().long().clamp_(0, values.numel() - 1)  # a NaN input gives a valid index (and a NaN output)
         step = steps[i]
         ctx.save_for_backward(step)
@@ -223,14 +229,12 @@ class BezierCurve(torch.nn.Module):
         super().__init__()
         if impl not in self.IMPLS:
             raise ValueError(f"unknown bezier impl {impl!r}; choose one of {self.IMPLS}")
-        if lut_bins < 2 or lut_bins & (lut_bins - 1):
-            raise ValueError(f"lut_bins must be a power of two >= 2 (x * bins must be exact), got {lut_bins}")
         ctrl = torch.as_tensor(ctrl, dtype=torch.float64).flatten()
         _points(ctrl)
         check_monotone(ctrl)
         self.impl = impl
         self.register_buffer("ctrl", ctrl)
-        values, steps, self.layout = build_lut(ctrl, lut_bins) if impl == "lut" else (torch.empty(0),) * 2 + (None,)
+        values, steps, self.layout = build_lut(ctrl, lut_bins) if impl == "lut" else (torch.empty(0), torch.empty(0), None)
         self.register_buffer("values", values, persistent=False)
         self.register_buffer("steps", steps, persistent=False)
 
