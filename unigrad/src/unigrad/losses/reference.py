@@ -2,8 +2,9 @@
 
 Each function loops over the anchors and sums over the set V of "other" embeddings exactly as the unified
 formula is written, ``g_i = -pos_i + lambda * sum_{v in V} w_v(i) v`` (spec §3.2), with nothing shared
-with :mod:`unigrad.losses.gradient_forms` (no correlation matrix, no matrix products over the batch). Slow on
-purpose; use float64 inputs for tests. Inputs are unit-norm rows (n, C); outputs (n, C).
+with :mod:`unigrad.losses.gradient_forms` (no correlation matrix F, no batch-level matrix products: one anchor
+at a time, its weights w_v and the weighted sum over V). Slow on purpose; use float64 inputs for tests. Inputs
+are unit-norm rows (n, C); outputs (n, C).
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ def unified(pos: torch.Tensor, anchors: torch.Tensor, negatives: torch.Tensor, w
     rows = []
     for i in range(anchors.shape[0]):
         w = weight(i, anchors[i], negatives)
-        neg = sum(w[j] * negatives[j] for j in range(negatives.shape[0]))
-        rows.append(-pos[i] + lambd * neg)
+        rows.append(-pos[i] + lambd * (w @ negatives))  # sum_v w_v v
     return torch.stack(rows)
 
 
@@ -78,8 +78,7 @@ def barlow_twins(t2: torch.Tensor, bank1: torch.Tensor, bank2t: torch.Tensor, la
     v1 = ``bank1`` (online view-1 batch), v2 = ``bank2t`` (view-2 targets)."""
     rows = []
     for i in range(t2.shape[0]):
-        neg = sum((t2[i] @ bank2t[j]) / n * bank1[j] for j in range(bank1.shape[0]))
-        rows.append(2 * (-t2[i] + lambd * neg))
+        rows.append(2 * (-t2[i] + lambd * ((bank2t @ t2[i]) / n) @ bank1))  # sum_j (t2_i . v2_j / N) v1_j
     return torch.stack(rows)
 
 
