@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from auto_seg_loss.losses import NUM_CURVES, NUM_PIECES, SEARCHED_CONTROL_POINTS
+from auto_seg_loss.losses import NUM_CURVES, SEARCHED_CONTROL_POINTS
 from auto_seg_loss.ops.bezier import (
     BezierCurve, BezierLUT, build_lut, bezier_lut, bezier_reference, bezier_select, check_monotone,
     identity_theta, theta_to_control_points,

@@ -126,7 +126,7 @@ def test_unreadable_file_is_named_or_skipped(tmp_path, which):
 def test_training_skips_unreadable_files_and_reports_the_count(tmp_path):
     root = _fake_voc(tmp_path)
     _truncate(root / "SegmentationClassAug" / "c.png")
-    over = [f"data=voc_aug", f"data.root={root}", "train.batch_size=3", "train.iters=2", f"output_dir={tmp_path / 'o'}"]
+    over = ["data=voc_aug", f"data.root={root}", "train.batch_size=3", "train.iters=2", f"output_dir={tmp_path / 'o'}"]
     with pytest.raises(DataError, match="c.png"):
         run_train(compose("train", over + SMALL_VOC))
     res = run_train(compose("train", over + SMALL_VOC + ["data.skip_corrupt=true", f"output_dir={tmp_path / 's'}"]))

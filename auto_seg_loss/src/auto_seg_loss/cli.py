@@ -215,9 +215,8 @@ def run_search(cfg: DictConfig) -> dict:
     """PPO search of the surrogate's curves; resumable (rerun with the same ``hydra.run.dir``)."""
     init_path = run.check_required_init(cfg.get("init"))
     ctx = run.setup_run(cfg, name="auto_seg_loss")
-    metric, k = cfg.metric, cfg.data.num_classes
+    metric = cfg.metric
     n_pieces = NUM_PIECES[metric]
-    p = cfg.proxy
     train_ds, reward_ds = _proxy_datasets(cfg)
 
     def reward(theta: torch.Tensor, rnd: int, idx: int) -> float:
