@@ -71,7 +71,8 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                     epoch: int, step: int, seed: int, lr_at: Callable[[int], float], mm_at: Callable[[int], float],
                     device: torch.device, precision: str, scaler: torch.amp.GradScaler, meter: EpochMeter,
                     batch_size: int, cutmix_alpha: float = 0.0, metrics: MetricsWriter | None = None,
-                    log_every: int = 10, on_step_end: Callable[[int], None] | None = None) -> int:
+                    log_every: int = 10, on_step_end: Callable[[int], None] | None = None,
+                    channels_last: bool = False) -> int:
     """Pre-train over the rest of ``loader``'s current epoch (from ``loader.start_batch``).
 
     Per step (official order, spec §3.6): lr and EMA momentum of ``step`` -> forward (EMA update of the momentum
@@ -85,6 +86,7 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
         step: optimizer steps done before this call (global, 0-based counter of the next step).
         lr_at, mm_at: schedules of the global step. batch_size: per-rank batch (to count skipped samples).
         cutmix_alpha: > 0 enables CutMix of the online views (UniGrad only, experimental).
+        channels_last: move the images to channels-last memory (with a channels-last model on a GPU).
         on_step_end: called with the new step count after each step (checkpointing).
 
     Returns:
@@ -97,7 +99,8 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
         lr, mm = lr_at(step), mm_at(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x1, x2 = views[0].to(device, non_blocking=True), views[1].to(device, non_blocking=True)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        x1, x2 = (v.to(device, non_blocking=True, memory_format=fmt) for v in views)
         mix = None
         if cutmix_alpha > 0:
             x1, x2, perm, lam = cutmix_views(x1, x2, cutmix_alpha)
