@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from repro_shared import logging as rlog
+from repro_shared import dist, logging as rlog
 from repro_shared.data import seed_step
 from repro_shared.finetune import half_cosine_lr, set_lr
 from repro_shared.guards import check_finite
@@ -105,8 +105,9 @@ def pretrain_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimize
         grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_grad if clip_grad else float("inf"))
         scaler.step(optimizer)
         scaler.update()
-        record = {"loss": losses["loss"].item(), "loss_pos": losses["loss_pos"].item(),
-                  "loss_neg": losses["loss_neg"].item(), "grad_norm": float(grad_norm)}
+        # logged values are means over the ranks (official all_reduce_mean), one collective per step
+        terms = torch.stack([losses["loss"].detach(), losses["loss_pos"], losses["loss_neg"], grad_norm.float()])
+        record = dict(zip(("loss", "loss_pos", "loss_neg", "grad_norm"), dist.all_reduce_mean(terms).tolist()))
         for k, v in record.items():
             stats["sums"][k] = stats["sums"].get(k, 0.0) + v
         stats["steps"] += 1

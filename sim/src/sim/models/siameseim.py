@@ -5,8 +5,8 @@ and a momentum (EMA) target branch on the full view 2.
 Parameter names follow the official ``SiameseIMViT`` (and timm's ViT for the encoder: ``patch_embed.proj``,
 ``cls_token``, ``pos_embed``, ``blocks.i.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}``), so released
 weights load with a key filter and the encoder drops into a timm ``VisionTransformer``. Blocks are timm
-``Block`` (SDPA attention). Decoder norms are BatchNorm over all tokens (``PermuteBN``, keys
-``normX.bn.*``; SyncBN under DDP after ``nn.SyncBatchNorm.convert_sync_batchnorm``) or LayerNorm.
+``Block`` (SDPA attention). Decoder norms are BatchNorm over all tokens (``PermuteBN``, keys ``normX.bn.*``;
+statistics global over all ranks under DDP, as the official SyncBN) or LayerNorm.
 """
 
 from __future__ import annotations
@@ -37,16 +37,47 @@ _LayerNorm = partial(nn.LayerNorm, eps=1e-6)
 
 
 class PermuteBN(nn.Module):
-    """BatchNorm1d over the channels of ``(B, T, C)`` tokens with statistics over all ``B*T`` tokens, in float32
-    (official ``PermuteBN``; the module is ``self.bn`` so that state-dict keys read ``...bn.weight``)."""
+    """BatchNorm over the channels of ``(B, T, C)`` tokens with statistics over all ``B*T`` tokens, in float32
+    (official ``PermuteBN``; the module is ``self.bn`` so that state-dict keys read ``...bn.weight``).
 
-    def __init__(self, dim: int, **_: object):
+    With ``sync`` (default) and an initialised process group of more than one rank, training-mode statistics are
+    global over all ranks' tokens, as the official ``SyncBatchNorm``: each rank's count, mean and centred sum of
+    squares are all-gathered (differentiable, gloo or NCCL) and combined exactly (Chan et al.), so the step
+    equals one process holding the whole batch. torch's ``SyncBatchNorm`` is not used because it refuses CPU
+    tensors, which would leave the distributed path untestable without GPUs.
+    """
+
+    def __init__(self, dim: int, sync: bool = True, **_: object):
         super().__init__()
         self.bn = nn.BatchNorm1d(dim)
+        self.sync = bool(sync)
+
+    def _global_batch_norm(self, x: torch.Tensor) -> torch.Tensor:
+        from torch.distributed.nn.functional import all_gather
+
+        bn = self.bn
+        n = torch.full((1,), float(x.shape[0]), device=x.device)
+        mean = x.mean(0)
+        m2 = (x - mean).pow(2).sum(0)
+        stats = torch.stack(all_gather(torch.cat([n, mean, m2])))          # (world, 1 + 2C)
+        counts, means, m2s = stats[:, :1], stats[:, 1:1 + x.shape[1]], stats[:, 1 + x.shape[1]:]
+        total = counts.sum()
+        g_mean = (counts * means).sum(0) / total
+        g_m2 = (m2s + counts * (means - g_mean).pow(2)).sum(0)
+        var = g_m2 / total
+        with torch.no_grad():
+            bn.num_batches_tracked.add_(1)
+            bn.running_mean.lerp_(g_mean.detach(), bn.momentum)
+            bn.running_var.lerp_((g_m2 / (total - 1).clamp(min=1)).detach(), bn.momentum)
+        return (x - g_mean) * torch.rsqrt(var + bn.eps) * bn.weight + bn.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=x.device.type if x.device.type in ("cuda", "cpu") else "cpu", enabled=False):
-            return self.bn(x.reshape(-1, x.shape[-1]).float()).reshape(x.shape)
+            flat = x.reshape(-1, x.shape[-1]).float()
+            if (self.sync and self.training and torch.distributed.is_available() and torch.distributed.is_initialized()
+                    and torch.distributed.get_world_size() > 1):
+                return self._global_batch_norm(flat).reshape(x.shape)
+            return self.bn(flat).reshape(x.shape)
 
 
 def _blocks(dim: int, depth: int, heads: int, norm: type[nn.Module] | partial, mlp_ratio: float,
@@ -74,7 +105,8 @@ class SiameseIM(nn.Module):
         decoder_dim: ``Dd`` (768 in the released recipe); decoder_heads: 16 in the official code.
         projector_depth, predictor_depth: decoder blocks before (shared with the target branch) and after the
             queries are appended (2 and 4).
-        decoder_norm: ``"bn"`` (official: BatchNorm over tokens, SyncBN under DDP) or ``"ln"``.
+        decoder_norm: ``"bn"`` (official: BatchNorm over tokens, global over ranks under DDP) or ``"ln"``.
+        sync_bn: BN statistics over all ranks (official); ``False`` keeps them per rank.
         num_masked: masked patches of view 1 per image (118 of 196); every mask must have exactly this many.
         train_patch_embed: official default False: the patch embedding stays at its random init.
         init_values: LayerScale init (None = off, every released recipe).
@@ -89,7 +121,7 @@ class SiameseIM(nn.Module):
     def __init__(self, *, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, embed_dim: int = 768,
                  depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0, decoder_dim: int = 768,
                  decoder_heads: int = 16, projector_depth: int = 2, predictor_depth: int = 4,
-                 decoder_norm: str = "bn", num_masked: int = 118, train_patch_embed: bool = False,
+                 decoder_norm: str = "bn", sync_bn: bool = True, num_masked: int = 118, train_patch_embed: bool = False,
                  init_values: float | None = None, drop_path_rate: float = 0.0, online_ln: bool = False):
         super().__init__()
         if img_size % patch_size:
@@ -103,7 +135,7 @@ class SiameseIM(nn.Module):
             raise ValueError(f"num_masked must be in 1..{self.num_patches - 1} for a {self.grid_size}x{self.grid_size} "
                              f"grid, got {num_masked}")
         self.num_masked, self.decoder_dim = int(num_masked), int(decoder_dim)
-        dnorm = PermuteBN if decoder_norm == "bn" else _LayerNorm
+        dnorm = partial(PermuteBN, sync=sync_bn) if decoder_norm == "bn" else _LayerNorm
 
         # online encoder (timm names)
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)

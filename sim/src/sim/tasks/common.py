@@ -22,6 +22,7 @@ def build_pretrain_model(cfg: DictConfig) -> SiameseIM:
     return build_siameseim(m.variant, img_size=int(d.input_size), decoder_dim=int(m.decoder_dim),
                            decoder_heads=int(m.decoder_heads), projector_depth=int(m.projector_depth),
                            predictor_depth=int(m.predictor_depth), decoder_norm=str(m.decoder_norm),
+                           sync_bn=bool(m.get("sync_bn", True)),
                            num_masked=int(d.num_masked), train_patch_embed=bool(m.train_patch_embed),
                            init_values=m.init_values, drop_path_rate=float(m.drop_path_rate),
                            online_ln=bool(m.online_ln))

@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 from repro_shared import checkpoint, run
 
 from ..convert import check_pos_embed, encoder_state_dict, read_weights, save_weights, to_detectron2
-from ..models import build_classifier, build_siameseim
+from ..models import ENCODER_VARIANTS, build_classifier, build_siameseim
 
 __all__ = ["run_convert", "convert_file"]
 
@@ -24,6 +24,8 @@ def convert_file(src: str, out: str, *, to: str, variant: str, target: bool = Fa
         repro_shared.checkpoint.CheckpointError: keys that do not fit (listed), or an unreadable file.
         ValueError: an unknown ``to``, or a position table that is not the row-first sin-cos table.
     """
+    if variant not in ENCODER_VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; known: {', '.join(ENCODER_VARIANTS)}")
     state = read_weights(src, trust=trust)
     report: dict = {"source_keys": len(state)}
     if check_table and "pos_embed" in state:
@@ -35,19 +37,18 @@ def convert_file(src: str, out: str, *, to: str, variant: str, target: bool = Fa
         proj = len({k.split(".")[1] for k in state if k.startswith("projector_decoder_blocks.")})
         pred = len({k.split(".")[1] for k in state if k.startswith("predictor_decoder_blocks.")})
         norm = "bn" if any(".bn." in k for k in state if k.startswith("predictor_decoder_blocks.")) else "ln"
-        n = state["pos_embed"].shape[1] - 1
-        grid = int(round(n ** 0.5))
-        patch = state["patch_embed.proj.weight"].shape[-1]
-        model = build_siameseim(variant, img_size=grid * patch, decoder_dim=dd, decoder_heads=16, projector_depth=proj,
-                                predictor_depth=pred, decoder_norm=norm, num_masked=min(118, n - 1))
+        grid = int(round((state["pos_embed"].shape[1] - 1) ** 0.5))
+        model = build_siameseim(variant, img_size=grid * ENCODER_VARIANTS[variant]["patch_size"], decoder_dim=dd,
+                                decoder_heads=16, projector_depth=proj, predictor_depth=pred, decoder_norm=norm,
+                                num_masked=1)  # the mask count does not change any weight
         rep = checkpoint.load_state_dict_remapped(model, state, strict=True)
         out_state = {"model": model.state_dict()}
     elif to in ("timm", "detectron2"):
         enc = encoder_state_dict(state, target=target)
         num_classes = enc["head.weight"].shape[0] if "head.weight" in enc else 0
         grid = int(round((enc["pos_embed"].shape[1] - 1) ** 0.5))
-        patch = enc["patch_embed.proj.weight"].shape[-1]
-        model = build_classifier(variant, num_classes, img_size=grid * patch, drop_path_rate=0.0)
+        model = build_classifier(variant, num_classes, img_size=grid * ENCODER_VARIANTS[variant]["patch_size"],
+                                 drop_path_rate=0.0)
         rep = checkpoint.load_state_dict_remapped(model, enc)
         allowed = [k for k in rep.missing if k.startswith("fc_norm.") and num_classes == 0]
         if rep.unexpected or rep.mismatched or set(rep.missing) - set(allowed):

@@ -88,9 +88,7 @@ def run_pretrain(cfg: DictConfig) -> dict:
                           persistent_workers=int(cfg.data.num_workers) > 0, batch_size_key="train.batch_size")
     iters = len(loader)
     ws = ctx.dist.world_size
-    if ws > 1 and cfg.model.decoder_norm == "bn":
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # global statistics, as the official runs
-    model = model.to(device)
+    model = model.to(device)  # decoder BN statistics are global over the ranks (models.PermuteBN)
     lr = float(t.lr) if t.get("lr") else float(t.blr) * int(t.batch_size) * ws / 256
     optimizer = torch.optim.AdamW(param_groups_weight_decay(model, float(t.weight_decay)), lr=lr,
                                   betas=(0.9, float(t.beta2)))
