@@ -20,7 +20,8 @@ class CocoInstanceDataset(Dataset):
     """Images and instance targets of a COCO-format annotation file, for torchvision detectors.
 
     Args:
-        image_dir: folder of the images named in the annotation file (COCO: ``train2017/``).
+        image_dir: folder of the images named in the annotation file (COCO: ``train2017/``; LVIS, whose images
+            carry only a ``coco_url``: the COCO root with ``train2017/`` and ``val2017/``).
         ann_file: COCO instances JSON (boxes ``xywh``, RLE or polygon masks).
         train: drop crowd annotations and images left without annotations (ViTDet and torchvision
             references do both for training), and flip horizontally with probability ``hflip_p``.
@@ -61,10 +62,18 @@ class CocoInstanceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
+    @staticmethod
+    def _relative_path(info: dict) -> str:
+        """``file_name``, or for LVIS (images named only by ``coco_url``) ``<split folder>/<file>``, so that
+        ``image_dir`` is the COCO root holding ``train2017/`` and ``val2017/``."""
+        if "file_name" in info:
+            return info["file_name"]
+        return "/".join(info["coco_url"].split("/")[-2:])
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
         image_id = self.ids[index]
         info = self.coco.imgs[image_id]
-        image = pil_to_tensor(load_image(self.image_dir / info["file_name"])).float().div_(255)
+        image = pil_to_tensor(load_image(self.image_dir / self._relative_path(info))).float().div_(255)
         H, W = image.shape[-2:]
         anns = [a for a in self.coco.imgToAnns.get(image_id, []) if not (self.train and a.get("iscrowd", 0))]
         anns = [a for a in anns if a["bbox"][2] > 0 and a["bbox"][3] > 0]

@@ -139,14 +139,14 @@ def run_eval(cfg: DictConfig) -> dict:
     ``imagenet_sketch`` (1,000-way), ``imagenet_c`` (``data.root/<corruption>/<1..5>/``: per-corruption error,
     mCE normalised by AlexNet, ``1 - mCE``).
     """
-    run.check_required_init(cfg.get("init"))
+    init_path = run.check_required_init(cfg.get("init"))
     ctx = run.setup_run(cfg, name="sim")
     e, d = cfg.eval, cfg.data
     size = int(d.input_size)
     tf = build_eval_transform(size, crop_pct=d.get("crop_pct"))
     bench = str(e.benchmark)
     num_classes = 10 if bench == "digits" else 1000
-    model = _load_classifier(cfg, e.checkpoint, num_classes, size).to(ctx.device)
+    model = _load_classifier(cfg, e.checkpoint or init_path, num_classes, size).to(ctx.device)
     bs, nw = int(e.batch_size), int(d.num_workers)
     if bench in ("imagenet", "digits"):
         ds, _ = build_classification_data(d, "val", tf)

@@ -145,6 +145,7 @@ def run_detection(cfg: DictConfig) -> dict:
                                   out_channels=int(m.fpn_channels), head_channels=int(m.head_channels),
                                   fc_dim=int(m.fc_dim), anchor_sizes=tuple(m.anchor_sizes),
                                   box_detections_per_img=int(m.detections_per_img),
+                                  box_score_thresh=float(m.score_thresh),
                                   rpn_pre_nms_top_n_train=int(m.rpn_pre_nms_top_n[0]),
                                   rpn_pre_nms_top_n_test=int(m.rpn_pre_nms_top_n[1]),
                                   rpn_post_nms_top_n_train=int(m.rpn_post_nms_top_n[0]),
