@@ -4,7 +4,9 @@ Runs ``pap-train`` (default tiny config: shapes-128, 96 train / 48 val images, 1
 loss and seed, then prints mean +- std of the COCO metrics as one JSON line per loss and a Markdown
 table. TINY DATA: these numbers only show that the pipeline works and compare losses at this scale.
 
-    python scripts/tiny_experiment.py [--seeds 0 1 2] [--losses pap_retinanet focal_giou] [--out outputs/tiny]
+    python scripts/tiny_experiment.py [hydra overrides ...] [--seeds 0 1 2] [--losses pap_retinanet focal_giou] [--out outputs/tiny]
+
+(overrides go before the options: after ``--losses`` every word would be read as a loss name).
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="suffix of the run folders (e.g. for searched parameters)")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = ap.parse_args()
+    bad = [name for name in args.losses if "=" in name]
+    if bad:
+        raise SystemExit(f"{bad} look like Hydra overrides; put overrides before --losses")
     exe = Path(sys.executable).with_name("pap-train")
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     rows = {}
