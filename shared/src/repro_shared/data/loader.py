@@ -123,13 +123,18 @@ class ResumableBatchSampler(Sampler[list[tuple[int, int]]]):
             raise ValueError(f"start_batch {start_batch} is outside 0..{self.batches_per_epoch}")
         self.epoch, self.start_batch = int(epoch), int(start_batch)
 
-    def _rank_indices(self) -> list[int]:
-        n, w = self.num_samples, self.world_size
+    def epoch_order(self) -> list[int]:
+        """The global sample order of ``self.epoch`` (``num_samples`` dataset indices, before the split over
+        ranks): a permutation seeded by ``(seed, epoch)``, or ``0..N-1`` without shuffling. Subclasses
+        override it to draw another order (e.g. a weighted mixture of sources), keeping the rank split."""
         if self.shuffle:
             g = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
-            order = torch.randperm(n, generator=g).tolist()
-        else:
-            order = list(range(n))
+            return torch.randperm(self.num_samples, generator=g).tolist()
+        return list(range(self.num_samples))
+
+    def _rank_indices(self) -> list[int]:
+        n, w = self.num_samples, self.world_size
+        order = self.epoch_order()
         if w > 1:
             per_rank = n // w if self.drop_last else -(-n // w)
             total = per_rank * w

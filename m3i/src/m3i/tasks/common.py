@@ -1,0 +1,115 @@
+"""Pieces the entry points share: backbones and the M3I model from the config, step checkpoints."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from repro_shared import checkpoint
+
+from ..data.shapes import VOCAB
+from ..data.text import build_tokenizer
+from ..models.internimage import VARIANTS as INTERNIMAGE_VARIANTS
+from ..models.internimage import build_internimage
+from ..models.m3i import M3IModel
+from ..models.text import TextTower
+from ..models.vit import VIT_VARIANTS, build_vit
+
+__all__ = ["BACKBONES", "token_stride", "build_backbone", "build_m3i", "build_tokenizer_from", "Checkpointer"]
+
+BACKBONES = ("vit", "internimage")
+_INTERNIMAGE_STRIDE = 16  # the dense neck's output stride
+
+
+def _plain(node: Any) -> dict:
+    return dict(OmegaConf.to_container(node, resolve=True)) if node is not None else {}
+
+
+def token_stride(m: DictConfig) -> int:
+    """Pixels per token of the dense grid: the ViT patch, or 16 for InternImage (the x3/x4 neck)."""
+    if m.backbone == "vit":
+        return int(_plain(m.get("overrides")).get("patch_size", VIT_VARIANTS[m.variant]["patch_size"]))
+    return _INTERNIMAGE_STRIDE
+
+
+def build_backbone(m: DictConfig, input_size: int) -> nn.Module:
+    """The online backbone of ``cfg.model``: a :class:`~m3i.models.vit.ViTBackbone` or an InternImage with the
+    dense neck and attention pooling (``use_clip_projector``; official widths for H/G, ``model.dense_dim`` /
+    ``model.global_dim`` for the others).
+
+    Raises:
+        ValueError: an unknown backbone or variant (the message lists the known ones).
+    """
+    extra = _plain(m.get("overrides"))
+    if m.backbone == "vit":
+        if m.variant not in VIT_VARIANTS:
+            raise ValueError(f"unknown ViT variant {m.variant!r}; known: {', '.join(VIT_VARIANTS)}")
+        return build_vit(m.variant, **{"img_size": input_size, "drop_path_rate": float(m.drop_path_rate),
+                                       "global_dim": int(m.global_dim), "pool_heads": m.get("pool_heads"),
+                                       "train_patch_embed": bool(m.train_patch_embed), **extra})
+    if m.backbone == "internimage":
+        if m.variant not in INTERNIMAGE_VARIANTS:
+            raise ValueError(f"unknown InternImage variant {m.variant!r}; known: {', '.join(INTERNIMAGE_VARIANTS)}")
+        kw: dict[str, Any] = {"num_classes": 0, "use_clip_projector": True, "with_cp": bool(m.with_cp),
+                              "drop_path_rate": float(m.drop_path_rate), "core_op": str(m.get("core_op", "DCNv3"))}
+        if not INTERNIMAGE_VARIANTS[m.variant].get("use_clip_projector"):
+            kw.update(pretrain_embed_dim=int(m.dense_dim), clip_embed_dim=int(m.global_dim),
+                      attnpool_num_heads=int(m.get("pool_heads") or 16))
+        return build_internimage(m.variant, **{**kw, **extra})
+    raise ValueError(f"unknown model.backbone {m.backbone!r}; known: {', '.join(BACKBONES)}")
+
+
+def build_tokenizer_from(d: DictConfig):
+    """The caption tokenizer of ``cfg.data`` (``words`` over the shapes vocabulary, or ``clip_bpe``)."""
+    return build_tokenizer(str(d.tokenizer), vocab=VOCAB, context_length=int(d.context_length))
+
+
+def build_m3i(cfg: DictConfig, count_a: int, tokenizer=None) -> M3IModel:
+    """:class:`M3IModel` of ``cfg.model`` / ``cfg.objective`` / ``cfg.data``: branches whose weight is 0 are not
+    built (no decoder / target for a global-only objective, no class head without ``cls``, no text tower without
+    ``txt``), so DDP finds no unused parameter."""
+    m, o, d = cfg.model, cfg.objective, cfg.data
+    backbone = build_backbone(m, int(d.input_size))
+    text = None
+    if float(o.txt) > 0:
+        if tokenizer is None:
+            raise ValueError("objective.txt > 0 needs a tokenizer (data.tokenizer)")
+        t = m.text
+        text = TextTower(tokenizer.vocab_size, tokenizer.context_length, int(t.width), int(t.depth), int(t.heads),
+                         out_dim=backbone.global_dim)
+    stride = token_stride(m)
+    return M3IModel(backbone, grid_size=int(d.input_size) // stride, patch=stride, count_a=count_a,
+                    dense=float(o.intra) > 0 or float(o.inter) > 0, intra=float(o.intra) > 0,
+                    inter=float(o.inter) > 0, second_image=bool(o.second_image), decoder_dim=int(m.decoder_dim),
+                    decoder_heads=int(m.decoder_heads), projector_depth=int(m.projector_depth),
+                    predictor_depth=int(m.predictor_depth), num_classes=int(d.num_classes) if float(o.cls) > 0 else 0,
+                    text_tower=text, online_ln=bool(m.online_ln))
+
+
+class Checkpointer:
+    """Step checkpoints of one run: every ``every`` optimizer steps inside an epoch and at every epoch end, with
+    the running epoch statistics and ``extra()`` (results so far, EMA weights) in the file."""
+
+    def __init__(self, ctx, *, model: nn.Module, optimizer, scaler, iters: int, every: int, keep_last: int,
+                 config: DictConfig, extra: Callable[[], dict[str, Any]]):
+        self.ctx, self.model, self.optimizer, self.scaler = ctx, model, optimizer, scaler
+        self.iters, self.every, self.keep_last, self.config, self.extra = iters, every, keep_last, config, extra
+
+    def save(self, steps_done: int, epoch_stats: dict | None) -> None:
+        checkpoint.save_checkpoint(checkpoint.checkpoint_path(self.ctx.checkpoint_dir, steps_done), model=self.model,
+                                   optimizer=self.optimizer, scaler=self.scaler, epoch=steps_done // self.iters,
+                                   step=steps_done, config=self.config,
+                                   extra={**self.extra(), "epoch_stats": epoch_stats}, keep_last=self.keep_last)
+
+    def after_step(self, steps_done: int, epoch_stats: dict) -> None:
+        """Mid-epoch checkpoints (the epoch's last step is saved by the caller after its bookkeeping)."""
+        if self.every and steps_done % self.every == 0 and steps_done % self.iters:
+            self.save(steps_done, epoch_stats)
+
+    def resume(self, spec: str | None) -> dict | None:
+        """Load the newest valid checkpoint (``"auto"``), a given one, or nothing; randomness is derived from
+        (seed, epoch, step), so no RNG state is restored."""
+        return checkpoint.resume(self.ctx.checkpoint_dir, spec, model=self.model, optimizer=self.optimizer,
+                                 scaler=self.scaler, restore_rng=False)
