@@ -107,3 +107,29 @@ def test_two_processes_use_the_global_correlation(tmp_path):
         want = (((p - t) ** 2).sum(-1).mean() + 0.5 * ((p @ full_corr) * p).sum(-1).mean()) / 16
         torch.testing.assert_close(out["loss"], want, atol=1e-6, rtol=1e-6)
         assert not torch.allclose(out["corr"], target_correlation(t))  # the local F alone would differ
+
+
+def test_gradcheck_float64_and_blocks(monkeypatch):
+    """The analytic backward against finite differences (float64), and block-wise accumulation over several row
+    blocks equal to one block."""
+    import repro_shared.ssl.dense_unigrad as du
+
+    torch.manual_seed(0)
+    p = torch.randn(7, 6, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(7, 6, dtype=torch.float64)
+    corr = t.T @ t / 7
+    assert torch.autograd.gradcheck(lambda x: du._DenseUniGrad.apply(x, t, corr), (p,))
+    pred, target = torch.randn(50, 16, requires_grad=True), torch.randn(50, 16)
+    whole = dense_unigrad_loss(pred, target, 0.3)
+    (g_whole,) = torch.autograd.grad(whole, pred)
+    monkeypatch.setattr(du, "_CHUNK_ROWS", 7)
+    blocks = dense_unigrad_loss(pred, target, 0.3)
+    (g_blocks,) = torch.autograd.grad(blocks, pred)
+    torch.testing.assert_close(blocks, whole, rtol=1e-6, atol=0)
+    torch.testing.assert_close(g_blocks, g_whole, rtol=1e-6, atol=1e-9)
+
+
+def test_gradient_in_the_dtype_of_pred():
+    pred = torch.randn(2, 3, 8, dtype=torch.bfloat16, requires_grad=True)
+    dense_unigrad_loss(pred, torch.randn(2, 3, 8)).backward()
+    assert pred.grad.dtype == torch.bfloat16

@@ -12,8 +12,9 @@ so that ``dL/dp_m = 2/(M D) [(p_m - t_m) + lambda F p_m]``: a pull to the target
 decorrelation push, with ``F`` a memory-free stand-in for negatives.
 
 The official code forms the ``M x M`` matrix ``P F P^T`` and takes its diagonal (``O(M^2)`` memory: 2.5 GB at
-``M = 128 * 196``); here ``neg`` is the row-wise ``((P F) * P).sum(-1).mean()``, ``O(M D)`` memory and
-``O(M D^2)`` time, equal up to float rounding. Everything runs in float32 with autocast off. ``F`` is
+``M = 128 * 196``, twice with its gradient); here ``neg`` is the row-wise ``((P F) * P).sum(-1).mean()`` in row
+blocks with the analytic gradient, ``O(M D^2)`` time and no ``M x D`` temporaries beyond the gradient itself,
+equal up to float rounding. Everything runs in float32 with autocast off. ``F`` is
 all-reduced (sum / world size) only when a process group is initialised with more than one rank, so the
 loss also works in a single process (the official one crashes without ``torch.distributed``).
 """
@@ -59,12 +60,45 @@ def target_correlation(target: torch.Tensor, *, all_reduce: bool = True) -> torc
     return corr
 
 
+_CHUNK_ROWS = 8192  # rows per block of the forward / backward: temporaries stay O(chunk * D)
+
+
+class _DenseUniGrad(torch.autograd.Function):
+    """``(pos, neg)`` of float32 rows ``p`` ``(M, D)`` against ``t`` with a fixed ``F``, with the analytic gradient
+    ``d pos / d p = 2 (p - t) / M`` and ``d neg / d p = 2 p F / M`` (``F`` symmetric). Nothing of size ``M x D``
+    is saved for the backward (it recomputes block by block), so the peak memory of forward + backward is the
+    gradient itself plus ``O(chunk * D)``."""
+
+    @staticmethod
+    def forward(ctx, p: torch.Tensor, t: torch.Tensor, corr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pos = p.new_zeros(())
+        neg = p.new_zeros(())
+        for s in range(0, p.shape[0], _CHUNK_ROWS):
+            pc, tc = p[s:s + _CHUNK_ROWS], t[s:s + _CHUNK_ROWS]
+            pos += (pc - tc).pow(2).sum()
+            neg += ((pc @ corr) * pc).sum()
+        ctx.save_for_backward(p, t, corr)
+        m = p.shape[0]
+        return pos / m, neg / m
+
+    @staticmethod
+    def backward(ctx, g_pos: torch.Tensor, g_neg: torch.Tensor):
+        p, t, corr = ctx.saved_tensors
+        m = p.shape[0]
+        grad = torch.empty_like(p)
+        for s in range(0, m, _CHUNK_ROWS):
+            pc = p[s:s + _CHUNK_ROWS]
+            grad[s:s + _CHUNK_ROWS] = (2.0 / m) * (g_pos * (pc - t[s:s + _CHUNK_ROWS]) + g_neg * (pc @ corr))
+        return grad, None, None
+
+
 def dense_unigrad_terms(pred: torch.Tensor, target: torch.Tensor, neg_weight: float = 0.02, *,
                         all_reduce: bool = True) -> UniGradTerms:
     """The dense UniGrad loss and its parts (module docstring), row-wise, float32.
 
     Args:
-        pred: ``(..., D)`` predictions (e.g. ``(B, N, D)``); differentiable.
+        pred: ``(..., D)`` predictions (e.g. ``(B, N, D)``); differentiable (the gradient comes back in
+            ``pred``'s dtype).
         target: same shape as ``pred``; normalised targets (SiameseIM: LayerNorm without affine, eps 1e-5);
             no gradient flows into it.
         neg_weight: ``lambda``, the weight of the decorrelation term (0 gives plain normalised L2).
@@ -84,8 +118,7 @@ def dense_unigrad_terms(pred: torch.Tensor, target: torch.Tensor, neg_weight: fl
     with torch.autocast(device_type=_autocast_device(pred), enabled=False):
         p = pred.reshape(-1, pred.shape[-1]).float()
         t = target.detach().reshape(-1, target.shape[-1]).float()
-        pos = (p - t).pow(2).sum(-1).mean()
-        neg = ((p @ corr) * p).sum(-1).mean()
+        pos, neg = _DenseUniGrad.apply(p, t, corr)
         loss = (pos + neg_weight * neg) / p.shape[-1]
     return UniGradTerms(loss, pos, neg, corr)
 
