@@ -90,7 +90,7 @@ class BEVDataset(torch.utils.data.Dataset):
     Raises:
         DataError: an image file is missing or unreadable (named), unless ``skip_corrupt`` is set for a training
             set: then the sample is replaced by a random other one, with a warning naming the file.
-        ValueError: the info records do not have the 6 nuScenes cameras.
+        ValueError: the info records do not have the 6 nuScenes cameras, or ``frames`` lacks 0.
     """
 
     def __init__(self, infos: list, frames=(0,), crop=(0, 260, 1600, 900), resize_heights=(640,),
@@ -102,6 +102,8 @@ class BEVDataset(torch.utils.data.Dataset):
         self.flip, self.bda, self.photometric = flip and train, bda and train, photometric and train
         self.bda_rot, self.bda_scale, self.pc_range = math.radians(bda_rot_deg), tuple(bda_scale), pc_range
         self.skip_corrupt = skip_corrupt
+        if 0 not in self.frames:
+            raise ValueError(f"data.frames={list(self.frames)} must include 0 (the current frame)")
         if len(infos) and len(infos[0]["cams"]) != len(CAMERAS):
             raise ValueError(f"info records have {len(infos[0]['cams'])} cameras; BEVFormer v2 needs the 6 nuScenes "
                              f"cameras {CAMERAS}")

@@ -3,7 +3,7 @@ with the DD3D perspective head (training loss, and proposals for the two-stage h
 
 Official module names: ``img_backbone``, ``img_neck``, ``pts_bbox_head`` (``bev_embedding``,
 ``positional_encoding``, ``query_embedding``, ``transformer``, ``cls_branches``, ``reg_branches``),
-``fcos3d_bbox_head``.
+``fcos3d_bbox_head``; ``detr3d_head`` (DETR3D perspective head of paper Tab. 5, official DETR3D names inside).
 """
 
 from __future__ import annotations
