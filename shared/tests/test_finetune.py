@@ -126,6 +126,18 @@ def test_transforms_and_mixup():
     assert build_mixup(5, mixup=0, cutmix=0) is None
 
 
+def test_randaugment_posterize_at_full_magnitude_gives_black_instead_of_a_pillow_error():
+    from timm.data.auto_augment import rand_augment_transform
+
+    img = Image.new("RGB", (16, 16), (120, 10, 200))
+    build_train_transform(16)  # installs the Pillow >= 12 compatible posterize
+    posterize = rand_augment_transform("rand-n1-m10-inc1", {})  # magnitude 10: keep 0 bits
+    posterize.ops = [op for op in posterize.ops if op.name == "PosterizeIncreasing"]
+    posterize.ops[0].prob = 1.0
+    out = posterize(img)
+    assert out.getextrema() == ((0, 0), (0, 0), (0, 0))
+
+
 def test_bn_head_and_freeze():
     head = BNLinearHead(16, 5)
     assert not head[0].affine and head[0].eps == 1e-6 and torch.equal(head[1].bias, torch.zeros(5))

@@ -17,6 +17,27 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def _posterize_zero_bits_safe(img: Any, bits_to_keep: int, **_: Any) -> Any:
+    """timm's posterize with Pillow < 12 semantics: keeping 0 bits gives a black image. timm's
+    ``PosterizeIncreasing`` asks for 0 bits at magnitude 10 (reached by ``rand-m9-mstd0.5``'s noise), which
+    Pillow >= 12 refuses with "bits must be between or equal to 1 and 8", stopping training."""
+    from PIL import ImageOps
+
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return img.point(lambda _: 0)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def _patch_timm_posterize() -> None:
+    """Route timm's posterize ops through :func:`_posterize_zero_bits_safe` (idempotent)."""
+    from timm.data import auto_augment as aa
+
+    for name in ("Posterize", "PosterizeIncreasing", "PosterizeOriginal"):
+        aa.NAME_TO_OP[name] = _posterize_zero_bits_safe
+
+
 def build_train_transform(input_size: int = 224, *, auto_augment: str | None = "rand-m9-mstd0.5-inc1",
                           re_prob: float = 0.25, re_mode: str = "pixel", re_count: int = 1,
                           color_jitter: float | None = None, scale: tuple[float, float] = (0.08, 1.0),
@@ -27,6 +48,7 @@ def build_train_transform(input_size: int = 224, *, auto_augment: str | None = "
     ``re_count``) on a PIL image -> float ``(3, input_size, input_size)``."""
     from timm.data import create_transform
 
+    _patch_timm_posterize()
     return create_transform(input_size=input_size, is_training=True, color_jitter=color_jitter,
                             auto_augment=auto_augment, interpolation=interpolation, re_prob=re_prob,
                             re_mode=re_mode, re_count=re_count, scale=scale, mean=tuple(mean), std=tuple(std))
