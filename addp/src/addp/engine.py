@@ -1,0 +1,156 @@
+"""The training loop shared by every stage (tokenizer, teacher, ADDP): nothing but the loop.
+
+Per optimizer step ``i`` of epoch ``e`` (official ``engine_pretrain.train_one_epoch`` order):
+
+1. ``seed_step(seed, e, i)``: dropout, masks and any other randomness of the step derive from
+   (seed, epoch, step), so a run killed anywhere and resumed is bit-identical (``repro_shared.data``);
+2. the learning rate of every group is set from the fractional epoch ``e + i / len(loader)`` *before*
+   the step (official ``lr_sched.adjust_learning_rate``: linear warm-up, then half-cosine to ``min_lr``);
+3. forward under autocast (fp16 with a GradScaler as the official runs, or bf16, or fp32);
+4. :func:`repro_shared.guards.check_finite` on every loss term and the predictions: the first NaN or
+   infinity stops the run with an error naming the step and the term (the last checkpoint stays the
+   newest valid one);
+5. backward, optional clipping of the global gradient norm, optimizer step;
+6. a checkpoint every ``ckpt_every`` optimizer steps (also mid-epoch) holding model, optimizer, scaler,
+   step and the running epoch sums, written atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from repro_shared import checkpoint, dist
+from repro_shared.data import ResumableLoader, seed_step
+from repro_shared.guards import check_finite
+
+__all__ = ["LoopConfig", "lr_at", "autocast", "train_loop", "PRECISIONS"]
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+@dataclass
+class LoopConfig:
+    """Schedule and bookkeeping of one training stage.
+
+    ``lr`` is the absolute peak learning rate (``blr * global_batch / 256`` is computed by the caller);
+    ``clip_grad`` 0/None = no clipping; ``ckpt_every`` in optimizer steps; ``log_every`` in steps.
+    """
+
+    epochs: int
+    lr: float
+    warmup_epochs: float = 0.0
+    min_lr: float = 0.0
+    clip_grad: float | None = None
+    precision: str = "fp32"
+    grad_scaler_growth_interval: int = 2000
+    ckpt_every: int = 100
+    keep_last: int = 2
+    log_every: int = 10
+    seed: int = 0
+    resume: str | None = "auto"
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; known: {', '.join(PRECISIONS)}")
+
+
+def lr_at(epoch: float, cfg: LoopConfig) -> float:
+    """Official per-iteration schedule at fractional epoch ``epoch``: ``lr * epoch / warmup`` during warm-up,
+    then ``min_lr + (lr - min_lr) * (1 + cos(pi (epoch - warmup) / (epochs - warmup))) / 2``."""
+    if epoch < cfg.warmup_epochs:
+        return cfg.lr * epoch / cfg.warmup_epochs
+    span = max(cfg.epochs - cfg.warmup_epochs, 1e-12)
+    return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / span))
+
+
+def autocast(device: torch.device, precision: str):
+    """Autocast context for ``precision`` (none for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
+
+
+StepFn = Callable[[Any], Mapping[str, torch.Tensor]]
+
+
+def train_loop(*, name: str, model: nn.Module, step_fn: StepFn, optimizer: torch.optim.Optimizer,
+               loader: ResumableLoader, cfg: LoopConfig, ckpt_dir: str | Path, device: torch.device,
+               metrics=None, log=None, predictions: tuple[str, ...] = (), config: Any = None) -> dict[str, float]:
+    """Train ``model`` for ``cfg.epochs`` epochs, resuming from ``ckpt_dir`` when it holds a checkpoint.
+
+    Args:
+        name: stage name, used in log lines and as the ``stage`` field of the metrics rows.
+        model: the unwrapped trainable module (what is checkpointed); ``step_fn`` may call a DDP wrapper of it.
+        step_fn: ``batch -> {"loss": scalar, other scalar terms..., prediction tensors...}``; runs under
+            autocast; the batch is moved to ``device`` by ``step_fn`` itself.
+        predictions: keys of ``step_fn``'s output that are predictions (checked for finiteness, not logged).
+
+    Returns:
+        the mean of every logged term over the last epoch.
+
+    Raises:
+        repro_shared.guards.NonFiniteError: at the first non-finite loss term or prediction.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16",
+                                  growth_interval=cfg.grad_scaler_growth_interval)
+    state = checkpoint.resume(ckpt_dir, cfg.resume, model=model, optimizer=optimizer, scaler=scaler, restore_rng=False)
+    step = 0 if state is None else int(state["step"])
+    sums: dict[str, float] = {} if state is None else dict(state["extra"].get("epoch_sums", {}))
+    iters = len(loader)
+    start_epoch, start_batch = divmod(step, iters)
+    if state is not None and log is not None:
+        log.info("%s: resumed at optimizer step %d (epoch %d, batch %d)", name, step, start_epoch, start_batch)
+    params = [p for p in model.parameters() if p.requires_grad]
+    means: dict[str, float] = {}
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        loader.set_epoch(epoch, start_batch if epoch == start_epoch else 0)
+        if epoch != start_epoch:
+            sums = {}
+        for i, batch in enumerate(loader, start=loader.start_batch):
+            seed_step(cfg.seed, epoch, i)
+            lr = lr_at(epoch + i / iters, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * group.get("lr_scale", 1.0)
+            with autocast(device, cfg.precision):
+                out = step_fn(batch)
+            terms = {k: v for k, v in out.items() if k not in predictions}
+            check_finite(dict(terms), step=step, epoch=epoch)
+            check_finite({k: out[k] for k in predictions}, step=step, epoch=epoch, what="prediction")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(out["loss"]).backward()
+            grad_norm = None
+            if cfg.clip_grad:
+                scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            values = {k: float(v.detach()) for k, v in terms.items()}
+            values["count"] = 1.0
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if metrics is not None and (step % cfg.log_every == 0 or i == iters - 1):
+                row = {"stage": name, "epoch": epoch, "lr": lr, **{k: v for k, v in values.items() if k != "count"}}
+                if grad_norm is not None:
+                    row["grad_norm"] = float(grad_norm)
+                metrics.log(row, step=step)
+            if step % cfg.ckpt_every == 0 or step == cfg.epochs * iters:
+                checkpoint.save_checkpoint(checkpoint.checkpoint_path(ckpt_dir, step), model=model, optimizer=optimizer,
+                                           scaler=scaler, epoch=epoch, step=step, config=config,
+                                           extra={"epoch_sums": dict(sums)}, keep_last=cfg.keep_last)
+        means = {k: v / sums["count"] for k, v in sums.items() if k != "count"}
+        if log is not None and dist.is_main():
+            log.info("%s epoch %d/%d | %s", name, epoch + 1, cfg.epochs,
+                     " | ".join(f"{k} {v:.4f}" for k, v in means.items()))
+    if not means and sums.get("count"):
+        means = {k: v / sums["count"] for k, v in sums.items() if k != "count"}
+    return means

@@ -1,0 +1,133 @@
+"""What ``addp-train`` measures on the embedded digits after the chain (spec §8 "effects that should be visible").
+
+1. loss vs a trivial baseline: on the val images, ADDP's masked-position cross-entropy against the
+   teacher's soft targets, next to the cross-entropy of predicting every target with the targets'
+   own marginal distribution (both over the K codes, no label smoothing, teacher without dropout);
+2. linear probe (sklearn logistic regression on mean-pooled patch features, train -> val digits):
+   the ADDP encoder vs the same encoder at random init vs the MAGE encoder on the token ids;
+3. tiny-FID (Fréchet distance on a small digit classifier's penultimate features, against the val
+   digits) of ADDP samples, teacher-only samples, random-token decodes (lower bound) and VQ
+   reconstructions of the val images (upper bound); plus the entropy of the predicted labels;
+4. sample grids (``samples.png``: ADDP; ``compare.png``: rows real / VQ recon / teacher / ADDP / random tokens).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from repro_shared.run import RunContext
+
+from .diffusion import forward_process
+from .engine import LoopConfig, train_loop
+from .masking import mask_ratio_table
+from .metrics.fid import frechet_distance
+from .metrics.tiny import DigitFeatureNet, label_entropy, linear_probe_accuracy
+from .models.addp import ADDP
+from .models.mage import MAGE
+from .models.vqgan import VQGAN
+from .sampler import SampleRNG, generate_addp, generate_teacher, save_grid
+from .stages import Stage, build_image_dataset, make_loader, to_plain
+
+__all__ = ["run_tiny_eval", "feature_net_stage"]
+
+
+def feature_net_stage(cfg: DictConfig, ctx: RunContext) -> DigitFeatureNet:
+    """The tiny-FID feature network, trained once per (data, seed, settings) and cached like a stage."""
+    from repro_shared import checkpoint
+
+    fc = cfg.eval.feature_net
+    stage = Stage(cfg.cache_dir, "featurenet", {"stage": "featurenet", "train": to_plain(fc), "data": to_plain(cfg.data),
+                                                "seed": int(cfg.seed)})
+    torch.manual_seed(int(cfg.seed))
+    net = DigitFeatureNet().to(ctx.device)
+    if not stage.done():
+        stage.start()
+        loader = make_loader(build_image_dataset(cfg.data, "train"), fc.batch_size, cfg, "eval.feature_net.batch_size")
+        opt = torch.optim.AdamW(net.parameters(), lr=float(fc.lr), weight_decay=float(fc.weight_decay))
+
+        def step(batch):
+            x, y = batch[0].to(ctx.device), batch[1].to(ctx.device)
+            logits = net(x)
+            return {"loss": F.cross_entropy(logits, y), "logits": logits}
+
+        loop = LoopConfig(epochs=int(fc.epochs), lr=float(fc.lr), warmup_epochs=0.0, min_lr=0.0,
+                          ckpt_every=10 ** 9, seed=int(cfg.seed))
+        with torch.enable_grad():
+            train_loop(name="featurenet", model=net, step_fn=step, optimizer=opt, loader=loader, cfg=loop,
+                       ckpt_dir=stage.ckpt_dir, device=ctx.device, predictions=("logits",))
+        checkpoint.save_checkpoint(stage.final, model=net)
+    else:
+        checkpoint.load_checkpoint(stage.final, model=net, restore_rng=False)
+    return net.eval()
+
+
+@torch.no_grad()
+def _batched(fn, n: int, batch: int):
+    return torch.cat([fn(range(i, min(i + batch, n))) for i in range(0, n, batch)])
+
+
+@torch.no_grad()
+def run_tiny_eval(cfg: DictConfig, ctx: RunContext, tokenizer: VQGAN, teacher: MAGE, model: ADDP,
+                  build: dict) -> dict[str, float]:
+    """All tiny-data measurements (``build``: ADDP constructor arguments, for the random-init probe); writes ``samples.png`` and ``compare.png`` into the run folder."""
+    e, dev, seed = cfg.eval, ctx.device, int(cfg.seed)
+    train_set, val_set = build_image_dataset(cfg.data, "train"), build_image_dataset(cfg.data, "val")
+    x_train, y_train = train_set.images.to(dev), train_set.labels
+    x_val, y_val = val_set.images.to(dev), val_set.labels
+    model.eval()
+    teacher.eval()
+    out: dict[str, float] = {}
+
+    # 1. loss vs marginal baseline on the val images (fixed masks, teacher without dropout)
+    ratios, probs = mask_ratio_table()
+    g = torch.Generator().manual_seed(seed)
+    fp = forward_process(tokenizer, teacher, x_val, ratios, probs, teacher_dropout="off", generator=g)
+    logits = model(fp.x_t, fp.ids, fp.mask_t)[..., : tokenizer.codebook_size].float()
+    m = fp.mask_t
+    q = fp.q[m]
+    out["val_ce_addp"] = float(-(q * F.log_softmax(logits[m], -1)).sum(-1).mean())
+    marginal = q.mean(0).clamp_min(1e-12)
+    out["val_ce_marginal"] = float(-(q * marginal.log()).sum(-1).mean())
+
+    # 2. linear probes
+    def addp_feats(net, x):
+        return torch.cat([net.features(x[i:i + 256]) for i in range(0, len(x), 256)])
+
+    out["probe_top1_addp"] = linear_probe_accuracy(addp_feats(model, x_train), y_train, addp_feats(model, x_val), y_val, seed)
+    torch.manual_seed(seed)
+    random_net = ADDP(**build).to(dev).eval()
+    out["probe_top1_random_init"] = linear_probe_accuracy(addp_feats(random_net, x_train), y_train,
+                                                          addp_feats(random_net, x_val), y_val, seed)
+
+    def mage_feats(x):
+        return torch.cat([teacher.encoder_features(tokenizer.encode(x[i:i + 256])[0]) for i in range(0, len(x), 256)])
+
+    out["probe_top1_mage_tokens"] = linear_probe_accuracy(mage_feats(x_train), y_train, mage_feats(x_val), y_val, seed)
+
+    # 3. samples and tiny-FID
+    n, bs = int(e.num_samples), int(e.batch_size)
+    gen = dict(steps=int(e.steps), schedule=str(e.schedule), tau0=float(e.choice_temperature),
+               temperature_mode=str(e.temperature_mode), sampling=str(e.sampling), top_p=float(e.top_p))
+    img = int(cfg.data.img_size)
+    random_ids = torch.randint(tokenizer.codebook_size, (n, model.num_tokens), generator=torch.Generator().manual_seed(seed))
+    sets = {
+        "addp": _batched(lambda idx: generate_addp(model, tokenizer, SampleRNG(seed, idx, dev), image_size=img, **gen),
+                         n, bs),
+        "teacher": _batched(lambda idx: generate_teacher(teacher, tokenizer, SampleRNG(seed, idx, dev), **gen), n, bs),
+        "random_tokens": _batched(lambda idx: tokenizer.decode_ids(random_ids[list(idx)].to(dev)), n, bs),
+        "vq_recon": tokenizer.decode(tokenizer.encode(x_val)[1]),
+    }
+    fnet = feature_net_stage(cfg, ctx)
+    real_feats = fnet.features(x_val)
+    out["featurenet_val_top1"] = 100.0 * float((fnet(x_val).argmax(-1).cpu() == y_val).float().mean())
+    for name, images in sets.items():
+        images = images.clamp(0, 1)
+        out[f"tiny_fid_{name}"] = frechet_distance(fnet.features(images), real_feats)
+        out[f"label_entropy_{name}"] = label_entropy(fnet(images))
+    save_grid(sets["addp"][:64], ctx.out_dir / "samples.png", nrow=8, scale=2)
+    rows = [x_val[:8], sets["vq_recon"][:8], sets["teacher"][:8], sets["addp"][:8], sets["random_tokens"][:8]]
+    save_grid(torch.cat(rows), ctx.out_dir / "compare.png", nrow=8, scale=2)
+    return out
+
