@@ -7,7 +7,8 @@ export OMP_NUM_THREADS=1
 OUT=outputs/tiny_experiment
 python scripts/tiny_experiment.py --out $OUT --losses pap_retinanet pap_identity
 python scripts/tiny_experiment.py "model.box_stds=[1.0,1.0,1.0,1.0]" model.nms_thresh=0.5 --out $OUT --losses focal_giou focal_l1
-python scripts/tiny_experiment.py model.nms_thresh=0.5 loss.sb_period=12 --out $OUT --losses ap_loss alrp
+python scripts/tiny_experiment.py model.nms_thresh=0.5 --out $OUT --losses ap_loss
+python scripts/tiny_experiment.py model.nms_thresh=0.5 loss.sb_period=12 --out $OUT --losses alrp   # SB period = 1 epoch
 python scripts/tiny_experiment.py experiment=deformable_detr_tiny_shapes --out $OUT --tag _detr --losses pap_detr focal_l1_giou
 for l in pap_faster_rcnn ce_giou; do
     pap-train model=faster_rcnn_tiny loss=$l train.epochs=4 "train.milestones=[3]" hydra.run.dir=outputs/frcnn_smoke_$l
