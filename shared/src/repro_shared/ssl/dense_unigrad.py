@@ -73,10 +73,10 @@ class _DenseUniGrad(torch.autograd.Function):
     def forward(ctx, p: torch.Tensor, t: torch.Tensor, corr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pos = p.new_zeros(())
         neg = p.new_zeros(())
-        for s in range(0, p.shape[0], _CHUNK_ROWS):
+        for s in range(0, p.shape[0], _CHUNK_ROWS):  # one (chunk, D) temporary at a time
             pc, tc = p[s:s + _CHUNK_ROWS], t[s:s + _CHUNK_ROWS]
-            pos += (pc - tc).pow(2).sum()
-            neg += ((pc @ corr) * pc).sum()
+            pos += torch.sub(pc, tc).pow_(2).sum()
+            neg += torch.mm(pc, corr).mul_(pc).sum()
         ctx.save_for_backward(p, t, corr)
         m = p.shape[0]
         return pos / m, neg / m
@@ -86,9 +86,10 @@ class _DenseUniGrad(torch.autograd.Function):
         p, t, corr = ctx.saved_tensors
         m = p.shape[0]
         grad = torch.empty_like(p)
-        for s in range(0, m, _CHUNK_ROWS):
-            pc = p[s:s + _CHUNK_ROWS]
-            grad[s:s + _CHUNK_ROWS] = (2.0 / m) * (g_pos * (pc - t[s:s + _CHUNK_ROWS]) + g_neg * (pc @ corr))
+        for s in range(0, m, _CHUNK_ROWS):  # written in place into the gradient, one (chunk, D) temporary
+            pc, out = p[s:s + _CHUNK_ROWS], grad[s:s + _CHUNK_ROWS]
+            torch.sub(pc, t[s:s + _CHUNK_ROWS], out=out).mul_(g_pos)
+            out.add_(torch.mm(pc, corr).mul_(g_neg)).mul_(2.0 / m)
         return grad, None, None
 
 
