@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from defocus.models import build_model
 from defocus.models.defocus_mamba import drop_path_rates
-from defocus.models.mixer import DefocusMambaMixer, MixerConfig, init_bandpass_freq
+from defocus.models.mixer import DefocusMambaMixer, MixerConfig
 from defocus.ops import selective_scan_ref
 
 

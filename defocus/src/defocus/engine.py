@@ -90,20 +90,21 @@ def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, *, epoch: in
             scheduler.step_update(step)  # official: the lr of the NEXT step
         if ema is not None:
             ema.update(model)
-        for k, v in losses.items():
-            stats["sums"][k] = stats["sums"].get(k, 0.0) + v.item()
+        record = dict(zip(losses, torch.stack([v.detach().float() for v in losses.values()]).tolist()))  # one sync
+        for k, v in record.items():
+            stats["sums"][k] = stats["sums"].get(k, 0.0) + v
         stats["steps"] += 1
         if metrics is not None and (i % log_every == 0 or i == iters - 1):
-            rec = {k: v.item() for k, v in losses.items()}
-            rec.update(lr=optimizer.param_groups[0]["lr"], drop_path_rate=drop_path_rate, epoch=epoch)
+            rec = dict(record, lr=optimizer.param_groups[0]["lr"], drop_path_rate=drop_path_rate, epoch=epoch)
             if grad_norm is not None:
                 rec["grad_norm"] = grad_norm.item()
             metrics.log(rec, step=step)
         if after_step is not None:
             after_step(step + 1, stats)
     if stats["skipped"]:
-        rlog.get_logger("defocus").warning("epoch %d: %d unreadable training samples were skipped (data.skip_corrupt=true; "
-                    "their paths are in the warnings above)", epoch, stats["skipped"])
+        rlog.get_logger("defocus").warning("epoch %d: %d unreadable training samples were skipped "
+                                           "(data.skip_corrupt=true; their paths are in the warnings above)",
+                                           epoch, stats["skipped"])
     out = {k: v / max(stats["steps"], 1) for k, v in stats["sums"].items()}
     out["skipped"] = stats["skipped"]
     return out
@@ -139,7 +140,8 @@ def train_detection_epoch(model: nn.Module, loader, optimizer, *, epoch: int, de
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
         optimizer.step()
-        record = {"loss": loss.item(), **{k: v.item() for k, v in losses.items()}}
+        terms = torch.stack([loss.detach(), *(v.detach() for v in losses.values())]).float().tolist()  # one sync
+        record = dict(zip(["loss", *losses], terms))
         for k, v in record.items():
             stats["sums"][k] = stats["sums"].get(k, 0.0) + v
         stats["steps"] += 1

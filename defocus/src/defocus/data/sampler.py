@@ -98,6 +98,7 @@ def build_train_loader(dataset: Dataset, *, batch_size: int, seed: int, num_work
                             pin_memory=pin_memory, batch_size_key=batch_size_key)
     world = dist.get_world_size()
     check_dataset_size(len(dataset), batch_size, world_size=world, key=batch_size_key)  # type: ignore[arg-type]
-    sampler = RepeatAugBatchSampler(len(dataset), batch_size, repeats=3, seed=seed, world_size=world)  # type: ignore[arg-type]
+    sampler = RepeatAugBatchSampler(len(dataset), batch_size, repeats=3, seed=seed,  # type: ignore[arg-type]
+                                    world_size=world)
     kwargs: dict[str, Any] = dict(num_workers=num_workers, pin_memory=pin_memory, collate_fn=collate_fn)
     return ResumableLoader(RepeatedDataset(dataset, 3), sampler, **kwargs)

@@ -64,7 +64,8 @@ def head_rms_norm(y: Tensor, group_size: int) -> Tensor:
     return (g * torch.rsqrt(g.pow(2).mean(2, keepdim=True) + GROUP_NORM_EPS)).view(b, E, L)
 
 
-def epilogue(y: Tensor, u: Tensor, D: Tensor | None, z: Tensor | None, dtype: torch.dtype, group_size: int = 0) -> Tensor:
+def epilogue(y: Tensor, u: Tensor, D: Tensor | None, z: Tensor | None, dtype: torch.dtype,
+             group_size: int = 0) -> Tensor:
     """out = (norm_G(y) + D*u) * silu(z), computed in ``dtype``; y, u, z (b, E, L); D (E,)."""
     y = y.to(dtype)
     if group_size:

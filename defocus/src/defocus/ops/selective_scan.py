@@ -5,7 +5,7 @@
 | ``ref`` | any device | sequential PyTorch reference (:mod:`.selective_scan_torch`) |
 | ``chunked`` | any device | two-level chunked PyTorch form (same module) |
 | ``cpu`` | CPU | fused C++ kernel (:mod:`.selective_scan_cpu`), compiled on first use |
-| ``triton`` | CUDA (or the Triton interpreter) | chunked parallel scan with the epilogue fused (:mod:`.selective_scan_triton`) |
+| ``triton`` | CUDA (or the interpreter) | chunked parallel scan, epilogue fused (:mod:`.selective_scan_triton`) |
 
 Semantics and shapes: :mod:`.scan_common`. The backends import only ``scan_common``; this module imports the
 backends (the compiled ones lazily, so that importing the package neither needs Triton nor a compiler).

@@ -281,8 +281,8 @@ class _SelectiveScanFn(torch.autograd.Function):
         states = torch.empty(bsz, E, NC, N, dtype=torch.float32, device=dev) if save else last
         grid = (bsz, triton.cdiv(E, cfg["BLOCK_E"]))
         _scan_fwd_kernel[grid](
-            u, dt, A32, B, C, D if D is not None else last, z if z is not None else u, bias if bias is not None else last,
-            out, y, states, last, E, L, N, NC,
+            u, dt, A32, B, C, D if D is not None else last, z if z is not None else u,
+            bias if bias is not None else last, out, y, states, last, E, L, N, NC,
             *u.stride(), *dt.stride(), *B.stride(), *C.stride(), *_strides(z),
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=bias is not None, SOFTPLUS=softplus,
             GROUP=group_size, SAVE=save, EPS=GROUP_NORM_EPS, **cfg)
@@ -305,12 +305,14 @@ class _SelectiveScanFn(torch.autograd.Function):
         f32 = dict(dtype=torch.float32, device=dev)
         du, ddt = torch.empty(bsz, E, L, dtype=u.dtype, device=dev), torch.empty(bsz, E, L, dtype=dt.dtype, device=dev)
         dz = torch.empty(bsz, E, L, dtype=z.dtype, device=dev) if z is not None else None
-        dA_part, dD_part, dbias_part = torch.empty(bsz, E, N, **f32), torch.empty(bsz, E, **f32), torch.empty(bsz, E, **f32)
+        dA_part = torch.empty(bsz, E, N, **f32)
+        dD_part, dbias_part = torch.empty(bsz, E, **f32), torch.empty(bsz, E, **f32)
         dB_part, dC_part = torch.empty(bsz, num_eb, N, L, **f32), torch.empty(bsz, num_eb, N, L, **f32)
         dummy = dA_part
         _scan_bwd_kernel[(bsz, num_eb)](
             u, dt, A32, B, C, D if D is not None else dummy, z if z is not None else u,
-            bias if bias is not None else dummy, dout, y, states, dlast.float().contiguous() if dlast is not None else dummy,
+            bias if bias is not None else dummy, dout, y, states,
+            dlast.float().contiguous() if dlast is not None else dummy,
             du, ddt, dz if dz is not None else du, dA_part, dD_part, dbias_part, dB_part, dC_part,
             E, L, N, NC, num_eb,
             *u.stride(), *dt.stride(), *B.stride(), *C.stride(), *_strides(z), *dout.stride(),
