@@ -267,12 +267,11 @@ class _SelectiveScanFn(torch.autograd.Function):
     """Inputs in their own dtypes and strides; returns (out in u's dtype (b, E, L), last state fp32 (b, E, N))."""
 
     @staticmethod
-    def forward(ctx, u, dt, A, B, C, D, z, bias, softplus: bool, group_size: int):
+    def forward(ctx, u, dt, A, B, C, D, z, bias, softplus: bool, group_size: int, save: bool):
         bsz, E, L = u.shape
         N = A.shape[1]
         cfg = _config(E, N, group_size)
         NC = triton.cdiv(L, cfg["BLOCK_T"])
-        save = any(ctx.needs_input_grad)
         dev = u.device
         A32 = A.float().contiguous()
         out = torch.empty(bsz, E, L, dtype=u.dtype, device=dev)
@@ -322,7 +321,7 @@ class _SelectiveScanFn(torch.autograd.Function):
         dB, dC = dB_part.sum(1).to(B.dtype), dC_part.sum(1).to(C.dtype)
         dD = dD_part.sum(0).to(D.dtype) if D is not None else None
         dbias = dbias_part.sum(0).to(bias.dtype) if bias is not None else None
-        return du, ddt, dA, dB, dC, dD, dz, dbias, None, None
+        return du, ddt, dA, dB, dC, dD, dz, dbias, None, None, None
 
 
 def selective_scan_triton(
@@ -352,8 +351,11 @@ def selective_scan_triton(
     if in_dtype == torch.float64:
         u, delta, B, C, z = (t.float() if t is not None else None for t in (u, delta, B, C, z))
     fused = fuses_epilogue(group_size)
+    tensors = (u, delta, A, B, C, D, z, delta_bias)
+    # save the chunk states / pre-epilogue y only when a backward can follow (not under no_grad / inference)
+    save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     out, last = _SelectiveScanFn.apply(u, delta, A, B, C, D if fused else None, z if fused else None, delta_bias,
-                                       bool(delta_softplus), group_size if fused else 0)
+                                       bool(delta_softplus), group_size if fused else 0, save)
     if not fused:
         out = epilogue(out, u, D, z, torch.float32, group_size).to(u.dtype)
     out = out.to(in_dtype)
