@@ -20,6 +20,7 @@ _SAMPLER_KEYS = ("steps", "schedule", "choice_temperature", "temperature_mode", 
 def run_train(cfg: DictConfig) -> dict:
     """``addp-train``: tokenizer -> teacher -> ADDP (each loaded, cached or trained), then the tiny-data
     measurements on the embedded digits; writes ``metrics.json``, ``stages.json`` and sample grids."""
+    validate_train_config(cfg)
     ctx = run.setup_run(cfg, name="addp")
     t0 = time.perf_counter()
     tokenizer, tok_key = tokenizer_stage(cfg, ctx)
@@ -45,6 +46,30 @@ def run_train(cfg: DictConfig) -> dict:
     ctx.metrics.close()
     ctx.log.info("metrics: %s", json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in results.items()}))
     return results
+
+
+def validate_train_config(cfg: DictConfig) -> None:
+    """Fail before any stage trains: unknown names, and image / patch / token-grid sizes that do not fit.
+
+    Raises:
+        ValueError: naming the setting to change.
+    """
+    from .models.mage import MAGE_VARIANTS
+    from .stages import addp_build_args, vqgan_build_args
+
+    if cfg.data.name not in ("digits", "imagenet"):
+        raise ValueError(f"unknown data.name {cfg.data.name!r}; known: digits, imagenet")
+    if cfg.teacher.variant not in MAGE_VARIANTS:
+        raise ValueError(f"unknown token-predictor variant {cfg.teacher.variant!r}; known: {', '.join(MAGE_VARIANTS)}")
+    tok = vqgan_build_args(cfg.tokenizer)
+    build = addp_build_args(cfg.model, tok["n_embed"])
+    img, stride = int(cfg.data.img_size), 2 ** (len(tok["ch_mult"]) - 1)
+    if build["img_size"] != img:
+        raise ValueError(f"model {cfg.model.variant} expects {build['img_size']}x{build['img_size']} images but "
+                         f"data.img_size={img}; set data.img_size={build['img_size']} or another model.variant")
+    if img % stride or img // stride != img // build["patch_size"]:
+        raise ValueError(f"the tokenizer {cfg.tokenizer.preset} (stride {stride}) and the patch size "
+                         f"{build['patch_size']} of {cfg.model.variant} give different grids at {img}px")
 
 
 def _stage_summary(cfg: DictConfig, name: str, digest: str) -> dict:

@@ -62,7 +62,7 @@ def split_addp_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, dict[str,
     for k, v in parts["dropped"].items():
         if k.startswith("token_predictor.vqgan."):
             own = parts["vqgan"].get(k[len("token_predictor.vqgan."):])
-            if own is not None and not torch.equal(own, v):
+            if own is not None and (own.shape != v.shape or (not v.is_meta and not torch.equal(own, v))):
                 raise CheckpointError(f"{k} differs from its tokenizer copy vqgan.{k[len('token_predictor.vqgan.'):]}")
     tp = parts["token_predictor"]
     parts["token_predictor"] = mage_state_dict(tp) if tp else {}
