@@ -152,3 +152,42 @@ def test_unreadable_image_is_named_or_skipped(tmp_path, caplog):
         run_train(cfg_of(*base, "data.skip_corrupt=true", "tokenizer.train.batch_size=16"))
     assert "img_bad.JPEG" in caplog.text
     assert any(p.name == "final.pt" for p in (tmp_path / "cache").rglob("final.pt"))
+
+
+def test_interrupted_stage_resumes_exactly(chain, tmp_path, monkeypatch):
+    """In-process version of tests/test_resume.py (which kills a process with SIGKILL, marked slow): the ADDP
+    stage stopped after step 7 (checkpoint at step 4, mid-epoch) and run again equals the uninterrupted run."""
+    import shutil
+
+    from addp.models import addp as addp_module
+
+    _, cache, _ = chain
+    for name in ("u", "k"):
+        shutil.copytree(cache, tmp_path / name, ignore=lambda d, names: [n for n in names if n.startswith(("addp-", "feat"))])
+    args = [*SMALL, "train.label_smoothing=0.12", "train.log_every=1", "eval.enabled=false"]
+    run_train(cfg_of(*args, f"cache_dir={tmp_path}/u", f"+output_dir={tmp_path}/run_u"))
+    real_forward = addp_module.ADDP.forward
+    calls = {"n": 0}
+
+    def interrupted(self, *a):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise KeyboardInterrupt("simulated kill after step 7")
+        return real_forward(self, *a)
+
+    monkeypatch.setattr(addp_module.ADDP, "forward", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(cfg_of(*args, f"cache_dir={tmp_path}/k", f"+output_dir={tmp_path}/run_k"))
+    monkeypatch.setattr(addp_module.ADDP, "forward", real_forward)
+    run_train(cfg_of(*args, f"cache_dir={tmp_path}/k", f"+output_dir={tmp_path}/run_k"))
+    (fu,), (fk,) = (list((tmp_path / n).glob("addp-*/final.pt")) for n in ("u", "k"))
+    wu, wk = (torch.load(f, weights_only=True)["model"] for f in (fu, fk))
+    assert max((wu[k] - wk[k]).abs().max().item() for k in wu) == 0.0
+
+    def rows(run):
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return {r["step"]: r for r in map(json.loads, lines) if r["stage"] == "addp"}
+
+    ru, rk = rows("run_u"), rows("run_k")
+    assert sorted(ru) == sorted(rk) == list(range(1, 13))
+    assert all(ru[s]["loss"] == rk[s]["loss"] and ru[s]["lr"] == rk[s]["lr"] for s in range(5, 13))

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset, TensorDataset
 
 from repro_shared import checkpoint, dist
-from repro_shared.data import SkipNoneCollate, build_loader
+from repro_shared.data import SkipNoneCollate, build_loader, derive_seed
 from repro_shared.run import RunContext, check_required_init
 
 from .diffusion import addp_train_step
@@ -39,6 +39,10 @@ from .weights import load_addp, load_teacher, load_tokenizer, save_weights
 
 __all__ = ["Stage", "build_image_dataset", "make_loader", "to_plain", "tokenizer_stage", "teacher_stage",
            "addp_stage", "vqgan_build_args", "mage_build_args", "addp_build_args", "encode_dataset"]
+
+# salts of the per-stage initialisation seeds: a stage's initial weights depend on (seed, stage) only, not on
+# whether the stages before it were trained in this process or loaded from the cache
+_INIT_SALT = {"tokenizer": 1, "teacher": 2, "addp": 3}
 
 # config keys that do not change a stage's result (excluded from its cache key)
 _NOT_IN_KEY = {"num_workers", "ckpt_every", "keep_last", "log_every", "resume"}
@@ -129,6 +133,11 @@ def _loop_cfg(t: DictConfig, cfg: DictConfig, lr: float) -> LoopConfig:
                       log_every=int(t.get("log_every", 10)), seed=int(cfg.seed), resume=t.get("resume", "auto"))
 
 
+def seed_init(cfg: DictConfig, stage: str) -> None:
+    """Seed the global RNGs for building ``stage``'s model from ``(seed, stage)``."""
+    torch.manual_seed(derive_seed(int(cfg.seed), _INIT_SALT[stage]))
+
+
 def _adamw(module: torch.nn.Module, lr: float, t: DictConfig) -> torch.optim.AdamW:
     """AdamW over timm's weight-decay groups: no decay for 1-d tensors and ``*.bias`` (official)."""
     from timm.optim import param_groups_weight_decay
@@ -193,6 +202,7 @@ def _train_tokenizer(cfg: DictConfig, ctx: RunContext, stage: Stage, build: dict
     t = cfg.tokenizer.train
     stage.start()
     ctx.log.info("tokenizer: training in %s", stage.dir)
+    seed_init(cfg, "tokenizer")
     model = VQGAN(VQGANConfig(**build)).to(ctx.device)
     dataset = build_image_dataset(cfg.data, "train")
     loader = make_loader(dataset, t.batch_size, cfg, "tokenizer.train.batch_size")
@@ -252,6 +262,7 @@ def _train_teacher(cfg: DictConfig, ctx: RunContext, stage: Stage, build: dict, 
     stage.start()
     ctx.log.info("teacher: training in %s", stage.dir)
     ids_all = encode_dataset(tokenizer, build_image_dataset(cfg.data, "train"), ctx.device)
+    seed_init(cfg, "teacher")
     model = MAGE(**build).to(ctx.device)
     loader = make_loader(TensorDataset(ids_all), t.batch_size, cfg, "teacher.train.batch_size")
     wrapped = dist.wrap_model(model, "ddp")
@@ -302,6 +313,7 @@ def _train_addp(cfg: DictConfig, ctx: RunContext, stage: Stage, build: dict, tok
     t = cfg.train
     stage.start()
     ctx.log.info("addp: training in %s", stage.dir)
+    seed_init(cfg, "addp")
     model = ADDP(**build).to(ctx.device)
     ctx.log.info("addp: %s, %.2f M trainable parameters", cfg.model.variant,
                  sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6)
