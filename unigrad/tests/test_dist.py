@@ -39,6 +39,7 @@ def test_two_ranks_reproduce_the_whole_batch_gradients_and_state(tmp_path):
 
 
 @pytest.mark.dist
+@pytest.mark.slow
 def test_unigrad_train_runs_under_torchrun_with_two_gloo_processes(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     env["OMP_NUM_THREADS"] = "1"

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import torch
 
+from conftest import make_cfg
 from repro_shared.checkpoint import find_latest_checkpoint, load_checkpoint
 from repro_shared.logging import read_jsonl
+from unigrad import cli
 
 TRAIN = str(Path(sys.executable).parent / "unigrad-train")
 # 256 digits / 32 = 8 steps per epoch, 3 epochs; checkpoints every 3 steps (mid-epoch) and at epoch ends
@@ -23,14 +25,11 @@ ARGS = ["data.subset=256", "train.batch_size=32", "train.epochs=3", "model.tiny_
 ITERS = 8
 
 
-def _run(out: Path, kill_after_step: int | None = None) -> subprocess.CompletedProcess | int:
+def _run_killed(out: Path, kill_after_step: int) -> int:
+    """``unigrad-train`` in a subprocess, sent SIGKILL once it has logged ``kill_after_step``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [TRAIN, *ARGS, f"hydra.run.dir={out}"]
-    if kill_after_step is None:
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-        return r
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([TRAIN, *ARGS, f"hydra.run.dir={out}"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     log = out / "metrics.jsonl"
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
@@ -52,10 +51,10 @@ def _rows(path: Path) -> dict:
 
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    _run(a)
-    assert _run(b, kill_after_step=13) == -signal.SIGKILL  # epoch 1 covers steps 8..16
-    resumed = _run(b)
-    m = re.search(r"resumed from step (\d+) \(epoch (\d+)\)", resumed.stdout + (b / "log.txt").read_text())
+    cli.run_train(make_cfg("train", ARGS, a))  # uninterrupted (in this process: the same code and thread count)
+    assert _run_killed(b, kill_after_step=13) == -signal.SIGKILL  # epoch 1 covers steps 8..16
+    cli.run_train(make_cfg("train", ARGS, b))  # the same command again: train.resume=auto
+    m = re.search(r"resumed from step (\d+) \(epoch (\d+)\)", (b / "log.txt").read_text())
     assert m, "the second run did not resume"
     step = int(m.group(1))
     assert step % ITERS != 0 and step >= 12, f"resumed at step {step}: not in the middle of an epoch"
