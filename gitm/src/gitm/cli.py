@@ -73,10 +73,11 @@ def _fail(e: Exception) -> None:
 @hydra.main(version_base=None, config_path="configs", config_name="play")
 def play(cfg: DictConfig) -> None:
     """One goal with a readable trace; writes metrics.json, episode.json and (if updated) memory.json."""
-    from .runtime import Session, run_async, run_episode_async
+    from .runtime import Session, check_settings, run_async, run_episode_async
 
     try:
         out = _out_dir()
+        check_settings(cfg.decomposer, cfg.step_limit, {"count": cfg.count, "memory.n": cfg.memory.n})
         memory = _load_memory(cfg) or Memory(n=cfg.memory.n, count_summary=cfg.memory.count_summary)
         with Session(_plain(cfg.llm)) as session:
             job = {**_base_job(cfg, session.llm, None), "goal": cfg.goal, "count": int(cfg.count),
@@ -101,7 +102,9 @@ def play(cfg: DictConfig) -> None:
     _write_json(out / "metrics.json", metrics, sort_keys=False)  # headline numbers first
     _write_json(out / "episode.json", {"planner": _label(_plain(cfg.llm)), "date": datetime.date.today().isoformat(),
                                        "env": _plain(cfg.env), "result": result.to_dict(with_trace=True),
-                                       "ledger": ledger, "note": "simulator run; not a GITM paper number"})
+                                       "ledger": ledger,
+                                       "note": ("offline simulator run; not a GITM paper number"
+                                                if cfg.env.name == "sim" else "MineDojo run")})
     log.info("%s %d %s: %s in %d steps, %d queries (metrics: %s)", "play", cfg.count, cfg.goal,
              "success" if result.success else f"failed ({result.reason})", result.steps, result.queries,
              out / "metrics.json")
@@ -114,11 +117,13 @@ def evaluate(cfg: DictConfig) -> None:
     from .evaluation import (ResultsStore, check_workers, obtain_diamond_jobs, run_pool, run_tech_tree,
                              summarise_milestones, summarise_tech_tree, timed)
     from .knowledge.tables import Knowledge
-    from .runtime import Session
+    from .runtime import Session, check_settings
 
     try:
         out = _out_dir()
         workers = check_workers(cfg.workers)
+        check_settings(cfg.decomposer, cfg.step_limit,
+                       {"episodes": cfg.episodes, "chunk": cfg.chunk, "memory.n": cfg.memory.n})
         memory = _load_memory(cfg)
         k = Knowledge.default()
         if cfg.protocol not in ("obtain_diamond", "tech_tree"):
@@ -183,11 +188,13 @@ def learn(cfg: DictConfig) -> None:
     from .evaluation import check_workers, timed
     from .knowledge.tables import Knowledge
     from .learning import curriculum, learning_curve, run_learning, write_snapshots
-    from .runtime import Session
+    from .runtime import Session, check_settings
 
     try:
         out = _out_dir()
         workers = check_workers(cfg.workers)
+        check_settings(cfg.decomposer, cfg.step_limit,
+                       {"max_episodes": cfg.max_episodes, "chunk": cfg.chunk, "memory.n": cfg.memory.n})
         k = Knowledge.default()
         goals = list(cfg.goals) if cfg.goals else k.tech_tree()
         for g in goals:

@@ -78,6 +78,7 @@ def run_learning(goals: list[str], episode: dict, memory_path: Path, seed: int, 
         progress = dict(extra.get("progress", {}))
     else:
         memory, progress = Memory(n=memory_n, count_summary=count_summary), {}
+    rank = {k: i for i, k in enumerate(keys)}
     jobs = [{"id": k, "key": k, "seed": seed, "episode": episode, "memory_n": memory_n,
              "count_summary": count_summary, "max_episodes": max_episodes} for k in keys]
 
@@ -96,7 +97,10 @@ def run_learning(goals: list[str], episode: dict, memory_path: Path, seed: int, 
             stats = {k: d[k] for k in ("episodes", "successes", "steps", "summarised")}
             progress[d["key"]] = stats
             self.results[d["id"]] = stats
-            memory.save(memory_path, extra={"progress": progress, "curriculum": keys})
+            # curriculum order, not the order in which workers finished: the file's bytes depend only on
+            # the run's settings (a resumed run writes the same file as an uninterrupted one)
+            ordered = dict(sorted(progress.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+            memory.save(memory_path, extra={"progress": ordered, "curriculum": keys})
             if on_key:
                 on_key(d)
 

@@ -28,6 +28,7 @@ from .summarizer import LLMSummarizer, offline_summarize
 
 LLM_KINDS = ("oracle", "noisy_oracle", "loopback", "endpoint")
 ENV_NAMES = ("sim", "minedojo")
+DECOMPOSERS = ("llm", "oracle")
 _CACHE: dict[str, Any] = {}
 
 
@@ -40,7 +41,35 @@ def agent_config(d: dict | None) -> AgentConfig:
         raise GitmError(f"unknown agent settings {bad}; known: {', '.join(sorted(known))}")
     if "milestones" in d:
         d["milestones"] = tuple(d["milestones"])
-    return AgentConfig(**d)
+    cfg = AgentConfig(**d)
+    if int(cfg.query_limit) < 1:
+        raise GitmError(f"agent.query_limit must be >= 1 (queries per sub-goal; paper: 30), got {cfg.query_limit}")
+    if cfg.history_k is not None and int(cfg.history_k) < 0:
+        raise GitmError(f"agent.history_k must be >= 0 or null (keep the whole chat), got {cfg.history_k}")
+    if int(cfg.max_requeue) < 0:
+        raise GitmError(f"agent.max_requeue must be >= 0, got {cfg.max_requeue}")
+    return cfg
+
+
+def check_settings(decomposer: str, step_limit: int | None, positive: dict[str, int]) -> None:
+    """Validate an entry point's settings before anything starts (one error naming the key).
+
+    Args:
+        decomposer: ``llm`` | ``oracle``.
+        step_limit: environment steps per episode, or None for no limit.
+        positive: config key -> value that must be an integer >= 1 (e.g. ``{"count": 1, "chunk": 4}``).
+
+    Raises:
+        GitmError: unknown decomposer (lists the known ones), a step limit < 1, or a value < 1.
+    """
+    if decomposer not in DECOMPOSERS:
+        raise GitmError(f"unknown decomposer {decomposer!r}; known: llm (the paper's LLM decomposer, needs an "
+                        f"endpoint), oracle (from the knowledge tables)")
+    if step_limit is not None and int(step_limit) < 1:
+        raise GitmError(f"step_limit must be >= 1 environment steps or null (no limit), got {step_limit}")
+    for key, value in positive.items():
+        if int(value) < 1:
+            raise GitmError(f"{key} must be >= 1, got {value}")
 
 
 class Session:
@@ -55,6 +84,10 @@ class Session:
         if kind not in LLM_KINDS:
             raise GitmError(f"unknown llm.kind {kind!r}; known: {', '.join(LLM_KINDS)}")
         self.server = None
+        if kind == "endpoint":
+            from .llm.client import LLMConfig
+
+            LLMConfig.from_dict(llm)  # unknown keys or an unset model fail here, not in a worker
         if kind == "loopback":
             from .llm.testing import LoopbackServer
 

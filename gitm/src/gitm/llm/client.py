@@ -54,6 +54,9 @@ class LLMConfig:
         bad = sorted(set(d) - known)
         if bad:
             raise GitmError(f"unknown llm settings {bad}; known: {', '.join(sorted(known))}")
+        if "model" in d and d["model"] in (None, "", "???"):  # "???" = OmegaConf's missing value (configs/llm/vllm.yaml)
+            raise GitmError("llm.model is not set: give the model id the endpoint serves, "
+                            "e.g. llm.model=Qwen/Qwen2.5-7B-Instruct")
         return cls(**d)
 
 
