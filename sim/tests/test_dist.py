@@ -1,6 +1,6 @@
 """Two gloo processes (torchrun) reach the same weights as one process with the same global batch: the
 all-reduced target correlation F and the global decoder BatchNorm statistics make the step identical.
-A negative control with per-rank BN statistics differs, so the comparison can fail."""
+A negative control (slow) with per-rank BN statistics differs, so the comparison can fail."""
 
 import json
 import os
@@ -48,6 +48,12 @@ def test_two_processes_equal_one_process(tmp_path):
     la = [json.loads(x)["loss"] for x in (tmp_path / "one/metrics.jsonl").read_text().splitlines() if '"lr"' in x]
     lb = [json.loads(x)["loss"] for x in (tmp_path / "two/metrics.jsonl").read_text().splitlines() if '"lr"' in x]
     assert la == pytest.approx(lb, rel=1e-5)
-    # negative control: per-rank BN statistics change the step
+
+
+@pytest.mark.dist
+@pytest.mark.slow
+def test_per_rank_bn_statistics_differ(tmp_path):
+    """Negative control of the test above: with per-rank BN statistics the two-process step is another step."""
+    one = _run(tmp_path / "one", 1, ["train.batch_size=16"])
     local = _run(tmp_path / "local_bn", 2, ["train.batch_size=8", "model.sync_bn=false"])
     assert _max_diff(one["model"], local["model"]) > 1e-4

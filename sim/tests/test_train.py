@@ -31,8 +31,12 @@ def test_pretrain_default_pipeline_writes_probes(tmp_path, compose_config):
     assert 10.0 < saved["probe_top1"] <= 100.0 and saved["loss_true"] < saved["loss_true_init"]
     assert res["epoch"] == 1
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    lrs = [r["lr"] for r in rows if "lr" in r]
-    assert lrs[0] == 0.0  # warmup starts from 0 at step 0 (the official offset)
+    steps = [r for r in rows if "lr" in r]
+    assert steps[0]["step"] == 0 and steps[0]["lr"] == 0.0  # warmup from 0 at step 0 (the official offset)
+    assert steps[0]["momentum"] == pytest.approx(0.99)     # EMA momentum starts at its base (cosine to 1)
+    # step 4 (epoch 1, batch 0) of 8: lr = peak (warmup 1 epoch), momentum 1 - 0.01 (1 + cos(pi/2)) / 2
+    s4 = next(r for r in steps if r["step"] == 4)
+    assert s4["lr"] == pytest.approx(4e-3 * 32 / 256) and s4["momentum"] == pytest.approx(0.995)
     ckpts = sorted((tmp_path / "checkpoints").glob("ckpt_*.pt"))
     assert ckpts and ckpts[-1].name == "ckpt_000000008.pt"
 
@@ -96,6 +100,42 @@ def check_exact_resume(tmp_path, entry, overrides, kill_after, iters):
     return steps[-1]
 
 
+class _Crash(RuntimeError):
+    pass
+
+
+def test_pretrain_resume_after_a_crash_is_exact(tmp_path, compose_config):
+    """In-process version of the SIGKILL test below (no interpreter start-ups): a run that dies after optimizer
+    step 7 (epoch 1 of 4-step epochs) and is started again with the same config resumes from the step-6
+    checkpoint and ends bit-identical to the uninterrupted run, with the same logged records."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    over = SMALL + ["train.epochs=3", "train.checkpoint_every=3"]
+    tasks.run_pretrain(compose_config("pretrain", over, tmp_path / "uninterrupted"))
+    count = {"n": 0}
+
+    def crash(optimizer, args, kwargs):
+        count["n"] += 1
+        if count["n"] == 7:
+            raise _Crash("simulated crash after step 7")
+
+    handle = register_optimizer_step_post_hook(crash)
+    try:
+        with pytest.raises(_Crash):
+            tasks.run_pretrain(compose_config("pretrain", over, tmp_path / "killed"))
+    finally:
+        handle.remove()
+    tasks.run_pretrain(compose_config("pretrain", over, tmp_path / "killed"))
+    a, b = tmp_path / "uninterrupted", tmp_path / "killed"
+    assert "resumed from step 6 (epoch 1, batch 2 of 4)" in (b / "log.txt").read_text()
+    sa = torch.load(a / "checkpoints/ckpt_000000012.pt", weights_only=True)["model"]
+    sb = torch.load(b / "checkpoints/ckpt_000000012.pt", weights_only=True)["model"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert _records(a) == _records(b)
+    assert json.loads((a / "metrics.json").read_text()) == json.loads((b / "metrics.json").read_text())
+
+
+@pytest.mark.slow
 def test_pretrain_resume_after_sigkill_is_exact(tmp_path):
     """3 epochs of 4 steps, a checkpoint every 3 steps; killed after step 7, resumed from step 6 (epoch 1, batch 2):
     final weights (online, target, BN statistics) and every logged record are identical."""

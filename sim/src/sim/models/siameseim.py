@@ -82,7 +82,7 @@ class PermuteBN(nn.Module):
 
 def _blocks(dim: int, depth: int, heads: int, norm: type[nn.Module] | partial, mlp_ratio: float,
             init_values: float | None = None, drop_path: float = 0.0) -> nn.ModuleList:
-    rates = torch.linspace(0, drop_path, depth).tolist() if depth else []
+    rates = [drop_path * i / (depth - 1) if depth > 1 else 0.0 for i in range(depth)]  # linear 0 -> drop_path
     return nn.ModuleList(Block(dim, heads, mlp_ratio, qkv_bias=True, norm_layer=norm, init_values=init_values,
                                drop_path=r) for r in rates)
 
