@@ -75,7 +75,8 @@ def logistic_probe(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray,
         import cyanure as cyan
 
         clf = cyan.MultiClassifier(loss="multiclass-logistic", penalty="l2", fit_intercept=False)
-        clf.fit(xtr, ytr, lambd=lambd / len(xtr), tol=1e-3, max_epochs=300, it0=10, solver="auto", seed=0, verbose=False)
+        lam = lambd / len(xtr)  # the official main_logistic.py call
+        clf.fit(xtr, ytr, it0=10, lambd=lam, lambd2=lam, nthreads=-1, tol=1e-3, solver="auto", seed=0, max_epochs=300)
         return 100.0 * float(clf.score(xte, yte))
     except ImportError:
         clf = LogisticRegression(C=1.0 / lambd, fit_intercept=False, max_iter=max_iter).fit(xtr, ytr)
