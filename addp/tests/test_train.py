@@ -4,31 +4,13 @@ import json
 
 import pytest
 import torch
-from hydra import compose, initialize_config_module
 
 from addp.cli import run_convert, run_generate, run_train
 from repro_shared.checkpoint import find_latest_checkpoint, verify_checkpoint
 from repro_shared.data import DataError
 from repro_shared.guards import NonFiniteError
 
-SMALL = ["device=cpu", "data.limit=96", "tokenizer.train.epochs=1", "tokenizer.train.batch_size=32",
-         "teacher.train.epochs=1", "teacher.train.batch_size=16", "train.epochs=2", "train.batch_size=16",
-         "train.ckpt_every=4", "eval.num_samples=16", "eval.batch_size=16", "eval.steps=2",
-         "eval.feature_net.epochs=1", "eval.feature_net.batch_size=32"]
-
-
-def cfg_of(*overrides, name="train"):
-    with initialize_config_module("addp.configs", version_base=None):
-        return compose(name, overrides=list(overrides))
-
-
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory):
-    """One tiny chain run; its cache is reused by the tests below."""
-    root = tmp_path_factory.mktemp("chain")
-    cache = root / "cache"
-    metrics = run_train(cfg_of(*SMALL, f"cache_dir={cache}", f"+output_dir={root}/run1"))
-    return root, cache, metrics
+from helpers import SMALL, cfg_of
 
 
 def test_chain_writes_metrics_grids_and_caches_stages(chain):

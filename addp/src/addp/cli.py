@@ -210,7 +210,23 @@ def run_convert(cfg: DictConfig) -> dict:
     return written
 
 
+def run_finetune(cfg: DictConfig) -> dict:
+    """``addp-finetune``: fine-tune the ADDP encoder (``addp.downstream.classify``)."""
+    from .downstream.classify import run_classifier
+
+    return run_classifier(cfg, "finetune")
+
+
+def run_linprobe(cfg: DictConfig) -> dict:
+    """``addp-linprobe``: linear probe on the frozen ADDP encoder (``addp.downstream.classify``)."""
+    from .downstream.classify import run_classifier
+
+    return run_classifier(cfg, "linprobe")
+
+
 train = hydra.main(version_base=None, config_path="configs", config_name="train")(run_train)
 generate = hydra.main(version_base=None, config_path="configs", config_name="generate")(run_generate)
 fid = hydra.main(version_base=None, config_path="configs", config_name="fid")(run_fid)
 convert = hydra.main(version_base=None, config_path="configs", config_name="convert")(run_convert)
+finetune = hydra.main(version_base=None, config_path="configs", config_name="finetune")(run_finetune)
+linprobe = hydra.main(version_base=None, config_path="configs", config_name="linprobe")(run_linprobe)

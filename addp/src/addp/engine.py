@@ -12,13 +12,13 @@ Per optimizer step ``i`` of epoch ``e`` (official ``engine_pretrain.train_one_ep
    newest valid one);
 5. backward, optional clipping of the global gradient norm, optimizer step;
 6. a checkpoint every ``ckpt_every`` optimizer steps (also mid-epoch) holding model, optimizer, scaler,
-   step and the running epoch sums, written atomically.
+   step, the running epoch sums and the per-epoch evaluation history, written atomically (at the end of
+   an epoch after its evaluation).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -28,6 +28,7 @@ from torch import nn
 
 from repro_shared import checkpoint, dist
 from repro_shared.data import ResumableLoader, seed_step
+from repro_shared.finetune import half_cosine_lr, set_lr
 from repro_shared.guards import check_finite
 
 __all__ = ["LoopConfig", "lr_at", "autocast", "train_loop", "PRECISIONS"]
@@ -62,12 +63,9 @@ class LoopConfig:
 
 
 def lr_at(epoch: float, cfg: LoopConfig) -> float:
-    """Official per-iteration schedule at fractional epoch ``epoch``: ``lr * epoch / warmup`` during warm-up,
-    then ``min_lr + (lr - min_lr) * (1 + cos(pi (epoch - warmup) / (epochs - warmup))) / 2``."""
-    if epoch < cfg.warmup_epochs:
-        return cfg.lr * epoch / cfg.warmup_epochs
-    span = max(cfg.epochs - cfg.warmup_epochs, 1e-12)
-    return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / span))
+    """Official per-iteration schedule at fractional epoch ``epoch`` (``repro_shared.finetune.half_cosine_lr``):
+    ``lr * epoch / warmup`` during warm-up, then half-cosine from ``lr`` to ``min_lr``."""
+    return half_cosine_lr(epoch, cfg.lr, cfg.epochs, cfg.warmup_epochs, cfg.min_lr)
 
 
 def autocast(device: torch.device, precision: str):
@@ -82,7 +80,9 @@ StepFn = Callable[[Any], Mapping[str, torch.Tensor]]
 
 def train_loop(*, name: str, model: nn.Module, step_fn: StepFn, optimizer: torch.optim.Optimizer,
                loader: ResumableLoader, cfg: LoopConfig, ckpt_dir: str | Path, device: torch.device,
-               metrics=None, log=None, predictions: tuple[str, ...] = (), config: Any = None) -> dict[str, float]:
+               metrics=None, log=None, predictions: tuple[str, ...] = (), config: Any = None,
+               on_epoch_end: Callable[[int], dict[str, float]] | None = None,
+               history: list[dict] | None = None) -> dict[str, float]:
     """Train ``model`` for ``cfg.epochs`` epochs, resuming from ``ckpt_dir`` when it holds a checkpoint.
 
     Args:
@@ -91,6 +91,10 @@ def train_loop(*, name: str, model: nn.Module, step_fn: StepFn, optimizer: torch
         step_fn: ``batch -> {"loss": scalar, other scalar terms..., prediction tensors...}``; runs under
             autocast; the batch is moved to ``device`` by ``step_fn`` itself.
         predictions: keys of ``step_fn``'s output that are predictions (checked for finiteness, not logged).
+        on_epoch_end: ``epoch -> {name: value}`` called after every epoch (e.g. a validation pass); its
+            result, with ``epoch``, is logged and appended to ``history``.
+        history: a list that receives those records; it is saved in the checkpoints and refilled on resume,
+            so a resumed run knows the evaluations of the epochs before the kill.
 
     Returns:
         the mean of every logged term over the last epoch.
@@ -104,12 +108,21 @@ def train_loop(*, name: str, model: nn.Module, step_fn: StepFn, optimizer: torch
     state = checkpoint.resume(ckpt_dir, cfg.resume, model=model, optimizer=optimizer, scaler=scaler, restore_rng=False)
     step = 0 if state is None else int(state["step"])
     sums: dict[str, float] = {} if state is None else dict(state["extra"].get("epoch_sums", {}))
+    if history is not None and state is not None:
+        history[:] = list(state["extra"].get("history", []))
     iters = len(loader)
     start_epoch, start_batch = divmod(step, iters)
     if state is not None and log is not None:
         log.info("%s: resumed at optimizer step %d (epoch %d, batch %d)", name, step, start_epoch, start_batch)
     params = [p for p in model.parameters() if p.requires_grad]
     means: dict[str, float] = {}
+
+    def save(epoch: int) -> None:
+        checkpoint.save_checkpoint(checkpoint.checkpoint_path(ckpt_dir, step), model=model, optimizer=optimizer,
+                                   scaler=scaler, epoch=epoch, step=step, config=config,
+                                   extra={"epoch_sums": dict(sums), "history": list(history or [])},
+                                   keep_last=cfg.keep_last)
+
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         loader.set_epoch(epoch, start_batch if epoch == start_epoch else 0)
@@ -118,8 +131,7 @@ def train_loop(*, name: str, model: nn.Module, step_fn: StepFn, optimizer: torch
         for i, batch in enumerate(loader, start=loader.start_batch):
             seed_step(cfg.seed, epoch, i)
             lr = lr_at(epoch + i / iters, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * group.get("lr_scale", 1.0)
+            set_lr(optimizer, lr)
             with autocast(device, cfg.precision):
                 out = step_fn(batch)
             terms = {k: v for k, v in out.items() if k not in predictions}
@@ -143,14 +155,23 @@ def train_loop(*, name: str, model: nn.Module, step_fn: StepFn, optimizer: torch
                 if grad_norm is not None:
                     row["grad_norm"] = float(grad_norm)
                 metrics.log(row, step=step)
-            if step % cfg.ckpt_every == 0 or step == cfg.epochs * iters:
-                checkpoint.save_checkpoint(checkpoint.checkpoint_path(ckpt_dir, step), model=model, optimizer=optimizer,
-                                           scaler=scaler, epoch=epoch, step=step, config=config,
-                                           extra={"epoch_sums": dict(sums)}, keep_last=cfg.keep_last)
+            if step % cfg.ckpt_every == 0 and i < iters - 1:   # mid-epoch; the epoch's last step saves below
+                save(epoch)
         means = {k: v / sums["count"] for k, v in sums.items() if k != "count"}
         if log is not None and dist.is_main():
             log.info("%s epoch %d/%d | %s", name, epoch + 1, cfg.epochs,
                      " | ".join(f"{k} {v:.4f}" for k, v in means.items()))
+        if on_epoch_end is not None:
+            record = {"epoch": epoch, **on_epoch_end(epoch)}
+            if history is not None:
+                history.append(record)
+            if metrics is not None:
+                metrics.log({"stage": name, **record}, step=step)
+            if log is not None and dist.is_main():
+                log.info("%s epoch %d/%d | %s", name, epoch + 1, cfg.epochs,
+                         " | ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch"))
+        if step % cfg.ckpt_every == 0 or step == cfg.epochs * iters:
+            save(epoch)
     if not means and sums.get("count"):
         means = {k: v / sums["count"] for k, v in sums.items() if k != "count"}
     return means

@@ -44,6 +44,9 @@ __all__ = ["Stage", "build_image_dataset", "make_loader", "to_plain", "tokenizer
 # whether the stages before it were trained in this process or loaded from the cache
 _INIT_SALT = {"tokenizer": 1, "teacher": 2, "addp": 3}
 
+# part of every cache key: bump when a change of the code changes what a stage produces
+CACHE_VERSION = 2
+
 # config keys that do not change a stage's result (excluded from its cache key)
 _NOT_IN_KEY = {"num_workers", "ckpt_every", "keep_last", "log_every", "resume"}
 
@@ -64,7 +67,7 @@ class Stage:
 
     def __init__(self, cache_dir: str | Path, name: str, key: dict):
         self.name = name
-        self.key = _strip(key)
+        self.key = {**_strip(key), "cache_version": CACHE_VERSION}
         digest = hashlib.sha256(json.dumps(self.key, sort_keys=True, default=str).encode()).hexdigest()[:12]
         self.dir = Path(str(cache_dir)).expanduser() / f"{name}-{digest}"
         self.digest = digest

@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
@@ -38,10 +40,10 @@ def feature_net_stage(cfg: DictConfig, ctx: RunContext) -> DigitFeatureNet:
     from repro_shared import checkpoint
 
     fc = cfg.eval.feature_net
-    stage = Stage(cfg.cache_dir, "featurenet", {"stage": "featurenet", "train": to_plain(fc), "data": to_plain(cfg.data),
-                                                "seed": int(cfg.seed)})
     torch.manual_seed(int(cfg.seed))
     net = DigitFeatureNet().to(ctx.device)
+    stage = Stage(cfg.cache_dir, "featurenet", {"stage": "featurenet", "train": to_plain(fc), "data": to_plain(cfg.data),
+                                                "seed": int(cfg.seed), "arch": repr(net)})
     if not stage.done():
         stage.start()
         loader = make_loader(build_image_dataset(cfg.data, "train"), fc.batch_size, cfg, "eval.feature_net.batch_size")
@@ -79,6 +81,12 @@ def run_tiny_eval(cfg: DictConfig, ctx: RunContext, tokenizer: VQGAN, teacher: M
     model.eval()
     teacher.eval()
     out: dict[str, float] = {}
+    clock = [time.perf_counter()]
+
+    def done(what: str) -> None:
+        now = time.perf_counter()
+        ctx.log.info("eval: %s (%.1f s)", what, now - clock[0])
+        clock[0] = now
 
     # 1. loss vs marginal baseline on the val images (fixed masks, teacher without dropout)
     ratios, probs = mask_ratio_table()
@@ -90,6 +98,7 @@ def run_tiny_eval(cfg: DictConfig, ctx: RunContext, tokenizer: VQGAN, teacher: M
     out["val_ce_addp"] = float(-(q * F.log_softmax(logits[m], -1)).sum(-1).mean())
     marginal = q.mean(0).clamp_min(1e-12)
     out["val_ce_marginal"] = float(-(q * marginal.log()).sum(-1).mean())
+    done("val loss vs marginal baseline")
 
     # 2. linear probes
     def addp_feats(net, x):
@@ -105,6 +114,7 @@ def run_tiny_eval(cfg: DictConfig, ctx: RunContext, tokenizer: VQGAN, teacher: M
         return torch.cat([teacher.encoder_features(tokenizer.encode(x[i:i + 256])[0]) for i in range(0, len(x), 256)])
 
     out["probe_top1_mage_tokens"] = linear_probe_accuracy(mage_feats(x_train), y_train, mage_feats(x_val), y_val, seed)
+    done("linear probes")
 
     # 3. samples and tiny-FID
     n, bs = int(e.num_samples), int(e.batch_size)
@@ -119,7 +129,9 @@ def run_tiny_eval(cfg: DictConfig, ctx: RunContext, tokenizer: VQGAN, teacher: M
         "random_tokens": _batched(lambda idx: tokenizer.decode_ids(random_ids[list(idx)].to(dev)), n, bs),
         "vq_recon": tokenizer.decode(tokenizer.encode(x_val)[1]),
     }
+    done(f"{n} samples each from ADDP, the teacher and random tokens")
     fnet = feature_net_stage(cfg, ctx)
+    done("feature network")
     real_feats = fnet.features(x_val)
     out["featurenet_val_top1"] = 100.0 * float((fnet(x_val).argmax(-1).cpu() == y_val).float().mean())
     for name, images in sets.items():

@@ -10,6 +10,7 @@ module the config describes.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,14 @@ from torch import nn
 from repro_shared import checkpoint
 from repro_shared.checkpoint import CheckpointError
 
-from .convert import load_strict, mage_state_dict, split_addp_state_dict, vqgan_state_dict
+from .convert import (finetune_backbone_state_dict, load_strict, mage_state_dict, split_addp_state_dict,
+                      vqgan_state_dict)
 from .models.addp import ADDP, build_addp
 from .models.mage import MAGE, build_mage
 from .models.vqgan import VQGAN, VQGANConfig, build_vqgan
 
-__all__ = ["KINDS", "save_weights", "read_weights", "build_from_record", "load_tokenizer", "load_teacher", "load_addp"]
+__all__ = ["KINDS", "save_weights", "read_weights", "build_from_record", "load_tokenizer", "load_teacher", "load_addp",
+           "resolve_run_file", "load_vit_backbone"]
 
 KINDS = ("tokenizer", "teacher", "addp")
 
@@ -130,3 +133,36 @@ def load_addp(path: str | Path | None, *, variant: str, codebook_size: int, trus
     module = build_addp(variant, codebook_size=codebook_size, **kwargs)
     load_strict(module, split_addp_state_dict(rec["state_dict"])["model"], "ADDP", str(path))
     return module
+
+
+def resolve_run_file(path: str | Path | None, stage: str = "addp") -> str | None:
+    """``path`` itself, or, for an ``addp-train`` output folder, the final weights of its ``stage``
+    (``stages.json``)."""
+    if path and Path(str(path)).is_dir() and (Path(str(path)) / "stages.json").is_file():
+        return json.loads((Path(str(path)) / "stages.json").read_text())[stage]
+    return path
+
+
+def load_vit_backbone(vit: nn.Module, path: str | Path, *, keep_tokenizer_norm: bool = False,
+                      trust: bool = False) -> list[str]:
+    """Load the ADDP encoder of ``path`` (ours, an official ADDP checkpoint, or ``addp-convert``'s
+    ``vit_backbone.pt``) into a timm ViT built by :func:`addp.models.vit.build_vit`; the position table is
+    resized to the ViT's grid.
+
+    Returns:
+        the ViT parameters that stay at their initialisation (``fc_norm.*`` and ``head.*``).
+
+    Raises:
+        CheckpointError: when anything else is missing, unexpected or of another shape (keys listed).
+    """
+    rec = read_weights(resolve_run_file(path), "addp", trust=trust, key="init.path")
+    sd = rec["state_dict"] if rec["ours"] else split_addp_state_dict(rec["state_dict"])["model"]
+    if keep_tokenizer_norm:  # a vit_backbone.pt export already names it norm_pre
+        sd = {("tokenizer_norm." + k[len("norm_pre."):] if k.startswith("norm_pre.") else k): v for k, v in sd.items()}
+    grid = vit.patch_embed.grid_size[0]
+    backbone = finetune_backbone_state_dict(sd, keep_tokenizer_norm=keep_tokenizer_norm, new_grid=grid)
+    report = checkpoint.load_state_dict_remapped(vit, backbone)
+    fresh = [k for k in report.missing if k.startswith(("fc_norm.", "head."))]
+    if report.unexpected or report.mismatched or len(fresh) != len(report.missing):
+        raise CheckpointError(f"the ADDP encoder in {path} does not fit the ViT:\n{report}")
+    return fresh

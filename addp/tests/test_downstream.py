@@ -1,0 +1,69 @@
+"""addp-finetune / addp-linprobe on the tiny encoder: start from an addp-train run, train, evaluate, resume."""
+
+import json
+
+import pytest
+import torch
+
+from addp.cli import run_finetune, run_linprobe
+from addp.models.vit import build_vit
+from addp.weights import load_vit_backbone
+from repro_shared.checkpoint import CheckpointError
+
+from helpers import cfg_of
+
+TINY = ["device=cpu", "data.limit=128", "train.epochs=2", "train.batch_size=32", "eval.batch_size=128"]
+
+
+def test_encoder_loads_into_the_finetune_vit_key_by_key(chain):
+    root, _, _ = chain
+    vit = build_vit("vit_tiny", 10)
+    assert sorted(load_vit_backbone(vit, root / "run1")) == ["fc_norm.bias", "fc_norm.weight", "head.bias",
+                                                                "head.weight"]
+    stages = json.loads((root / "run1" / "stages.json").read_text())
+    sd = torch.load(stages["addp"], weights_only=True)["model"]
+    assert torch.equal(vit.blocks[3].mlp.fc2.weight, sd["blocks.3.mlp.fc2.weight"])
+    kept = build_vit("vit_tiny", 10, keep_tokenizer_norm=True)
+    load_vit_backbone(kept, root / "run1", keep_tokenizer_norm=True)
+    assert torch.equal(kept.norm_pre.weight, sd["tokenizer_norm.weight"])
+    with pytest.raises(CheckpointError, match="does not fit the ViT"):
+        load_vit_backbone(build_vit("vit_tiny", 10, img_size=32).__class__(  # a ViT of another width
+            img_size=32, patch_size=4, embed_dim=32, depth=4, num_heads=4, num_classes=10, global_pool="avg"),
+            root / "run1")
+    with pytest.raises(ValueError, match="unknown ViT variant 'vit_h'"):
+        build_vit("vit_h", 10)
+
+
+def test_finetune_and_linprobe_from_the_chain(chain, tmp_path):
+    root, _, _ = chain
+    ft = run_finetune(cfg_of(*TINY, f"init.path={root}/run1", f"+output_dir={tmp_path}/ft", name="finetune"))
+    assert 0.0 <= ft["top1"] <= 100.0 and ft["max_top1"] >= ft["top1"]
+    rows = [json.loads(x) for x in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows if "val_top1" in r] == [0, 1]
+    lp = run_linprobe(cfg_of(*TINY, f"init.path={root}/run1", f"+output_dir={tmp_path}/lp", name="linprobe"))
+    assert 0.0 <= lp["top1"] <= 100.0
+    # a finished run started again resumes after its last step and reports the same result
+    again = run_linprobe(cfg_of(*TINY, f"init.path={root}/run1", f"+output_dir={tmp_path}/lp", name="linprobe"))
+    assert again["top1"] == pytest.approx(lp["top1"]) and again["max_top1"] == pytest.approx(lp["max_top1"])
+
+
+def test_linprobe_trains_only_the_head(chain, tmp_path, monkeypatch):
+    from addp.downstream import classify
+
+    seen = {}
+    real = classify.train_loop
+
+    def spy(**kw):
+        seen["trainable"] = [n for n, p in kw["model"].named_parameters() if p.requires_grad]
+        seen["before"] = {n: p.detach().clone() for n, p in kw["model"].named_parameters()}
+        out = real(**kw)
+        seen["after"] = {n: p.detach().clone() for n, p in kw["model"].named_parameters()}
+        return out
+
+    monkeypatch.setattr(classify, "train_loop", spy)
+    root, _, _ = chain
+    run_linprobe(cfg_of(*TINY, "train.epochs=1", f"init.path={root}/run1", f"+output_dir={tmp_path}/lp1",
+                        name="linprobe"))
+    assert seen["trainable"] == ["head.1.weight", "head.1.bias"]
+    changed = {n for n in seen["before"] if not torch.equal(seen["before"][n], seen["after"][n])}
+    assert changed == {"head.1.weight", "head.1.bias"}
