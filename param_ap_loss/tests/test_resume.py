@@ -49,17 +49,24 @@ def _rows(path, after=0):
     return {s: r for s, r in rows.items() if s > after}
 
 
-def test_training_killed_mid_epoch_resumes_bit_identically(tmp_path):
-    """4 epochs x 2 steps, checkpoints every 5 steps (mid-epoch 2) and at the end; kill after step 5."""
+def test_training_killed_mid_epoch_resumes_bit_identically(tmp_path, monkeypatch):
+    """4 epochs x 2 steps, checkpoints every 5 steps (mid-epoch 2) and at the end; the second run is a
+    ``pap-train`` process killed with SIGKILL right after step 5's checkpoint, then the same command again
+    (the uninterrupted and the resumed run go through the same Hydra entry point in this process)."""
+    from param_ap_loss.cli import train
+
+    monkeypatch.setenv("PAP_DATA_ROOT", str(tmp_path))
     common = ["data.num_train=16", "data.num_val=8", "train.epochs=4", "train.milestones=[3]", "train.log_every=1",
               "train.ckpt_every=4", "train.ckpt_every_steps=5", "train.keep_last=5", "train.resume=auto"]
     a, b = tmp_path / "a", tmp_path / "b"
-    _run([str(BIN / "pap-train"), *common, f"hydra.run.dir={a}"], tmp_path)
+    monkeypatch.setattr(sys, "argv", ["pap-train", *common, f"hydra.run.dir={a}"])
+    train()
     marker = b / "checkpoints" / "ckpt_000000005.pt.done"
     killed = _kill_when([str(BIN / "pap-train"), *common, f"hydra.run.dir={b}"], tmp_path, marker.is_file)
     assert killed and not (b / "metrics.json").exists()
     assert sorted(p.name for p in (b / "checkpoints").glob("*.pt")) == ["ckpt_000000005.pt"]  # step 5 = epoch 2, batch 1
-    _run([str(BIN / "pap-train"), *common, f"hydra.run.dir={b}"], tmp_path)
+    monkeypatch.setattr(sys, "argv", ["pap-train", *common, f"hydra.run.dir={b}"])
+    train()
     assert "resumed from step 5 (epoch 2, batch 1)" in (b / "log.txt").read_text()
     wa = torch.load(a / "checkpoints" / "ckpt_000000008.pt", weights_only=True)["model"]
     wb = torch.load(b / "checkpoints" / "ckpt_000000008.pt", weights_only=True)["model"]
@@ -69,11 +76,6 @@ def test_training_killed_mid_epoch_resumes_bit_identically(tmp_path):
     ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
     ma.pop("train_time_s"), mb.pop("train_time_s")
     assert ma == mb and ma["iters"] == 8
-    # the final checkpoint evaluates to the same metrics with pap-eval
-    _run([str(BIN / "pap-eval"), "data.num_train=16", "data.num_val=8",
-          f"eval.checkpoint={b / 'checkpoints' / 'ckpt_000000008.pt'}", f"hydra.run.dir={tmp_path / 'ev'}"], tmp_path)
-    ev = json.loads((tmp_path / "ev" / "metrics.json").read_text())
-    assert {k: ev[k] for k in ("AP", "AP50", "AP75")} == {k: ma[k] for k in ("AP", "AP50", "AP75")}
 
 
 @pytest.mark.slow

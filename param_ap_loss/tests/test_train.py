@@ -43,9 +43,13 @@ def _run(cmd, tmp_path):
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_eval_without_checkpoint_is_a_clear_error(tmp_path):
-    res = _run([str(BIN / "pap-eval"), f"hydra.run.dir={tmp_path / 'ev'}"], tmp_path)
-    assert res.returncode != 0 and "pap-eval needs eval.checkpoint" in res.stderr
+def test_eval_without_checkpoint_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    from param_ap_loss.cli import evaluate as pap_eval
+
+    monkeypatch.setattr(sys, "argv", ["pap-eval", f"hydra.run.dir={tmp_path / 'ev'}"])
+    with pytest.raises(SystemExit):  # Hydra reports the error and exits 1
+        pap_eval()
+    assert "pap-eval needs eval.checkpoint" in capsys.readouterr().err
 
 
 def test_missing_coco_files_error(tmp_path):
@@ -76,14 +80,19 @@ def test_two_process_eval_equals_single_process(tmp_path):
         assert two[k] == pytest.approx(one[k], abs=1e-6)
 
 
-def test_cli_search_runs_and_resumes(tmp_path):
+def test_cli_search_runs_and_resumes(tmp_path, monkeypatch):
+    """``pap-search`` through its Hydra entry point (in this process): 1 round, then the same folder
+    with 2 rounds continues at round 1 and writes searched_params.json."""
+    from param_ap_loss.cli import search
+
+    monkeypatch.setenv("PAP_DATA_ROOT", str(tmp_path))
     out = tmp_path / "search"
     common = ["data.num_train=8", "data.num_val=4", "train.epochs=1", "search.samples=2", f"hydra.run.dir={out}"]
-    res = _run([str(BIN / "pap-search"), "search.rounds=1", *common], tmp_path)
-    assert res.returncode == 0, res.stderr[-2000:]
+    monkeypatch.setattr(sys, "argv", ["pap-search", "search.rounds=1", *common])
+    search()
     assert json.loads((out / "metrics.json").read_text())["rounds"] == 1
-    res = _run([str(BIN / "pap-search"), "search.rounds=2", *common], tmp_path)  # continues at round 1
-    assert res.returncode == 0, res.stderr[-2000:]
+    monkeypatch.setattr(sys, "argv", ["pap-search", "search.rounds=2", *common])  # continues at round 1
+    search()
     assert "resuming search at round 1" in (out / "log.txt").read_text()
     assert json.loads((out / "metrics.json").read_text())["rounds"] == 2
     params = json.loads((out / "searched_params.json").read_text())
