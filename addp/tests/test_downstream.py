@@ -67,3 +67,35 @@ def test_linprobe_trains_only_the_head(chain, tmp_path, monkeypatch):
     assert seen["trainable"] == ["head.1.weight", "head.1.bias"]
     changed = {n for n in seen["before"] if not torch.equal(seen["before"][n], seen["after"][n])}
     assert changed == {"head.1.weight", "head.1.bias"}
+
+
+def test_detection_and_segmentation_transfer(chain, tmp_path):
+    from addp.cli import run_det, run_seg
+
+    root, _, _ = chain
+    small = ["device=cpu", "data.num_train=16", "data.num_val=8", "train.epochs=1", "train.batch_size=8",
+             f"init.path={root}/run1", f"data.root={tmp_path}/shapes"]
+    det = run_det(cfg_of(*small, f"+output_dir={tmp_path}/det", name="det"))
+    assert {"bbox_AP", "segm_AP", "train_loss_classifier"} <= set(det) and 0.0 <= det["bbox_AP"] <= 100.0
+    seg = run_seg(cfg_of(*small, f"+output_dir={tmp_path}/seg", name="seg"))
+    assert 0.0 <= seg["mIoU"] <= 100.0 and seg["train_loss_seg"] > 0
+    with pytest.raises(ValueError, match="unknown data.name 'voc'; known: shapes, ade20k"):
+        run_seg(cfg_of(*small, "data.name=voc", f"+output_dir={tmp_path}/bad", name="seg"))
+
+
+def test_segmentation_transform_keeps_image_and_label_aligned():
+    from addp.downstream.dense import SegTrainTransform
+
+    torch.manual_seed(0)
+    label = torch.ones(40, 60, dtype=torch.long)
+    label[:, 30:] = 2
+    image = torch.where(label == 1, 0.1, 0.9).float().expand(3, -1, -1).clone()
+    tf = SegTrainTransform(scale=(60, 40), ratio_range=(0.5, 2.0), crop=48)
+    for _ in range(8):
+        img, lab = tf(image, label)
+        assert img.shape == (3, 48, 48) and lab.shape == (48, 48) and lab.dtype == torch.long
+        raw = img[0] * 0.229 + 0.485
+        inside = lab != 255
+        agree = ((raw < 0.5) == (lab == 1))[inside].float().mean()
+        assert agree > 0.95
+        assert set(lab.unique().tolist()) <= {1, 2, 255}

@@ -224,9 +224,25 @@ def run_linprobe(cfg: DictConfig) -> dict:
     return run_classifier(cfg, "linprobe")
 
 
+def run_det(cfg: DictConfig) -> dict:
+    """``addp-det``: Mask R-CNN transfer (``addp.downstream.dense``)."""
+    from .downstream.dense import run_detection
+
+    return run_detection(cfg)
+
+
+def run_seg(cfg: DictConfig) -> dict:
+    """``addp-seg``: UperNet transfer (``addp.downstream.dense``)."""
+    from .downstream.dense import run_segmentation
+
+    return run_segmentation(cfg)
+
+
 train = hydra.main(version_base=None, config_path="configs", config_name="train")(run_train)
 generate = hydra.main(version_base=None, config_path="configs", config_name="generate")(run_generate)
 fid = hydra.main(version_base=None, config_path="configs", config_name="fid")(run_fid)
 convert = hydra.main(version_base=None, config_path="configs", config_name="convert")(run_convert)
 finetune = hydra.main(version_base=None, config_path="configs", config_name="finetune")(run_finetune)
 linprobe = hydra.main(version_base=None, config_path="configs", config_name="linprobe")(run_linprobe)
+det = hydra.main(version_base=None, config_path="configs", config_name="det")(run_det)
+seg = hydra.main(version_base=None, config_path="configs", config_name="seg")(run_seg)

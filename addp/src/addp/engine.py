@@ -82,7 +82,7 @@ def train_loop(*, name: str, model: nn.Module, step_fn: StepFn, optimizer: torch
                loader: ResumableLoader, cfg: LoopConfig, ckpt_dir: str | Path, device: torch.device,
                metrics=None, log=None, predictions: tuple[str, ...] = (), config: Any = None,
                on_epoch_end: Callable[[int], dict[str, float]] | None = None,
-               history: list[dict] | None = None) -> dict[str, float]:
+               history: list[dict] | None = None, scheduler: Any = None) -> dict[str, float]:
     """Train ``model`` for ``cfg.epochs`` epochs, resuming from ``ckpt_dir`` when it holds a checkpoint.
 
     Args:
@@ -95,6 +95,9 @@ def train_loop(*, name: str, model: nn.Module, step_fn: StepFn, optimizer: torch
             result, with ``epoch``, is logged and appended to ``history``.
         history: a list that receives those records; it is saved in the checkpoints and refilled on resume,
             so a resumed run knows the evaluations of the epochs before the kill.
+        scheduler: a per-iteration timm scheduler (``step_update(num_updates)``, e.g. the detection multi-step
+            or the segmentation poly schedule) used instead of the half-cosine of ``cfg``; it sets each group's
+            lr (times its ``lr_scale``) before every step.
 
     Returns:
         the mean of every logged term over the last epoch.
@@ -130,8 +133,12 @@ def train_loop(*, name: str, model: nn.Module, step_fn: StepFn, optimizer: torch
             sums = {}
         for i, batch in enumerate(loader, start=loader.start_batch):
             seed_step(cfg.seed, epoch, i)
-            lr = lr_at(epoch + i / iters, cfg)
-            set_lr(optimizer, lr)
+            if scheduler is None:
+                lr = lr_at(epoch + i / iters, cfg)
+                set_lr(optimizer, lr)
+            else:
+                scheduler.step_update(step)
+                lr = max(g["lr"] / g.get("lr_scale", 1.0) for g in optimizer.param_groups)
             with autocast(device, cfg.precision):
                 out = step_fn(batch)
             terms = {k: v for k, v in out.items() if k not in predictions}
