@@ -200,3 +200,9 @@ def test_unreadable_image_is_named_or_skipped_and_counted(tmp_path, caplog):
         step = train_one_epoch(model, loader, opt, build_scheduler(opt, cfg.train, 2), torch.device("cpu"), epoch=0,
                                step=0, log=log)
     assert step == 2 and "epoch 0: 1 unreadable training images were skipped" in caplog.text
+
+
+def test_unknown_optimizer_lists_the_known_ones():
+    tc = OmegaConf.create({"optimizer": "lamb", "lr": 0.1, "weight_decay": 0.0})
+    with pytest.raises(ValueError, match="unknown train.optimizer 'lamb'; known: sgd, adamw"):
+        build_optimizer(_Linear(), tc)
