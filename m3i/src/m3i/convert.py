@@ -29,17 +29,23 @@ from .models.internimage import VARIANTS, InternImage, build_internimage
 __all__ = ["PREFIXES", "read_state_dict", "infer_internimage_config", "convert_internimage",
            "load_internimage_weights"]
 
-#: key prefixes of the known containers (DDP, transformers wrapper, our pre-training model's online backbone)
-PREFIXES = ("module.", "model.", "online.backbone.", "backbone.")
+#: key prefixes of the known containers (DDP, the transformers wrapper, a module holding the backbone)
+PREFIXES = ("module.", "model.", "backbone.")
 
 
-def read_state_dict(path: str | Path, *, trust: bool = False) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path, *, trust: bool = False, branch: str = "online") -> dict[str, torch.Tensor]:
     """The flat tensor dict of a ``.pth`` / ``.pt`` (weights-only) or ``.safetensors`` file, prefixes stripped.
+
+    An ``m3i-pretrain`` checkpoint holds the whole M3I model; only its backbone is returned: ``online.backbone.*``
+    (``branch="online"``) or the EMA copy ``target.backbone.*`` (``branch="target"``).
 
     Raises:
         repro_shared.checkpoint.CheckpointError: missing / unreadable file; ``UntrustedCheckpointError`` for a
             pickle that weights-only loading refuses (opt in with ``trust=True`` only for files you trust).
+        ValueError: an unknown ``branch``.
     """
+    if branch not in ("online", "target"):
+        raise ValueError(f"unknown branch {branch!r}; known: online, target")
     path = Path(path)
     if path.suffix == ".safetensors":
         if not path.is_file():
@@ -49,6 +55,9 @@ def read_state_dict(path: str | Path, *, trust: bool = False) -> dict[str, torch
         sd = load_file(str(path))
     else:
         sd = load_weights_file(path, trust=trust)
+    ours = f"{branch}.backbone."
+    if any(k.startswith("online.backbone.") for k in sd):  # an m3i-pretrain checkpoint
+        return {k[len(ours):]: v for k, v in sd.items() if k.startswith(ours)}
     out = {}
     for k, v in sd.items():
         for pre in PREFIXES:
@@ -171,11 +180,11 @@ def convert_internimage(sd: Mapping[str, torch.Tensor], variant: str | None, *, 
 
 
 def load_internimage_weights(model: torch.nn.Module, path: str | Path, *, trust: bool = False,
-                             prefix: str = "", skip_head: bool = True) -> LoadReport:
+                             prefix: str = "", skip_head: bool = True, branch: str = "online") -> LoadReport:
     """Load an official / converted InternImage file into ``model`` (the InternImage itself, or a module that
     holds it at ``prefix``); the classifier ``head`` is skipped unless ``skip_head=False``. Returns the report
     (missing keys outside the head are the caller's to judge)."""
-    sd = read_state_dict(path, trust=trust)
+    sd = read_state_dict(path, trust=trust, branch=branch)
     if skip_head:
         sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
     return load_state_dict_remapped(model, {prefix + k: v for k, v in sd.items()})

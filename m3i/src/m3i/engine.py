@@ -122,7 +122,7 @@ def pretrain_one_epoch(model: nn.Module, loader, optimizer, scaler: Any, objecti
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip_grad if clip_grad else float("inf")))
             scaler.step(optimizer)
             scaler.update()
-        record = {k: float(v) for k, v in losses.items()} | {"grad_norm": grad_norm}
+        record = {k: float(v.detach()) for k, v in losses.items()} | {"grad_norm": grad_norm}
         if out.logit_scale is not None:
             record["logit_scale"] = float(out.logit_scale.detach().exp())
         _record(stats, record)
@@ -185,9 +185,10 @@ def train_classifier_epoch(model: nn.Module, loader, optimizer: torch.optim.Opti
         scaler.update()
         if ema is not None:
             ema.update(dist.unwrap_model(model))
-        _record(stats, {"loss": float(loss)})
+        value = float(loss.detach())
+        _record(stats, {"loss": value})
         if metrics is not None and (i % log_every == 0 or i == iters - 1):
-            metrics.log({"loss": float(loss), "lr": max(g["lr"] for g in optimizer.param_groups), "epoch": epoch},
+            metrics.log({"loss": value, "lr": max(g["lr"] for g in optimizer.param_groups), "epoch": epoch},
                         step=step)
         if after_step is not None:
             after_step(step + 1, stats)

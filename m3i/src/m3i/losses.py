@@ -120,7 +120,7 @@ class M3IObjective:
         label_smoothing: of the category CE (0.1 [U]); symmetric_clip: eq. (4) as CLIP (True) or image->text only.
 
     Call ``objective(out, labels, has_text)`` with ``labels (B,)`` (``-1``: none) and ``has_text`` bool ``(B,)``
-    per image ``k`` of the batch; returns ``{"loss": total, "loss_intra", "loss_inter", "loss_cls", "loss_txt"}``
+    per image ``k`` of the batch; returns ``{"loss_intra", "loss_inter", "loss_cls", "loss_txt", "loss": total}``
     (float32 scalars; the parts detached, only the terms that are on).
 
     Raises:
@@ -161,4 +161,5 @@ class M3IObjective:
         if not terms:
             raise ValueError("the M3I objective has no active term: every weight is 0 or its branch is switched off")
         total = sum(w[k] * v for k, v in terms.items())
-        return {"loss": total, **{f"loss_{k}": v.detach() for k, v in terms.items()}}
+        # the parts first: the non-finite check names the first bad entry, i.e. the term that diverged
+        return {**{f"loss_{k}": v.detach() for k, v in terms.items()}, "loss": total}

@@ -37,7 +37,7 @@ VOCAB = tuple(sorted(set(_TEMPLATE_WORDS + KINDS + COLOURS + SIZES + BACKGROUNDS
 #: split name -> (first index, count) in the generated set
 SPLITS = {"train": (0, 2000), "probe_train": (2000, 1000), "probe_test": (3000, 1000)}
 
-_RADII = ((3.5, 5.0), (6.0, 7.5), (8.5, 10.5))  # size buckets, in pixels at S = 32 (scaled with S)
+_RADII = ((5.0, 6.5), (7.0, 8.5), (9.0, 10.5))  # size buckets, in pixels at S = 32 (scaled with S)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,17 @@
 """The pure-PyTorch DCNv3 core: the CPU path and the ground truth of the fast kernel.
 
-Same sum as the official ``dcnv3_core_pytorch`` (one ``F.grid_sample`` over ``(N*G, Cg, ...)``), written
-without its two copies: the sampling positions are computed in pixel units directly from the offsets, so
-there is neither a zero-padded copy of the input (``grid_sample``'s zero padding covers every padded pixel,
-and beyond) nor a batch-repeated table of reference points. ``swap_pad=True`` (the default here) reproduces
-the official reference's padding of W by ``pad_h`` and H by ``pad_w`` (see :mod:`.dcnv3_common`).
+The same sum as the official ``dcnv3_core_pytorch``, computed as a weighted gather instead of ``F.grid_sample``:
+every output vector ``y[n, h, w, g]`` is a bag of ``4 P`` rows of the input (the four bilinear corners of each of
+the ``P`` points), weighted by ``mask * bilinear weight``, i.e. one ``F.embedding_bag(mode="sum",
+per_sample_weights=...)`` over the channels-last input viewed as a table of ``N*H*W*G`` rows of ``Cg`` channels.
+Compared with the official formulation this needs no transposed or zero-padded copy of the input (corners
+outside the map get weight 0), never materialises the ``(N*G, Cg, Ho*Wo, P)`` tensor of samples, and writes
+the output channels-last directly. Autograd gives the backward: ``embedding_bag`` differentiates the table (input
+gradient) and the per-sample weights, through which the mask and offset gradients flow (the bilinear weights
+are differentiable functions of the sampling position; the corner indices are not).
+
+``swap_pad=True`` (the default here) reproduces the official reference's padding of W by ``pad_h`` and H by
+``pad_w`` (see :mod:`.dcnv3_common`).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ def dcnv3_reference(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tenso
                     stride_h: int, stride_w: int, pad_h: int, pad_w: int, dilation_h: int, dilation_w: int,
                     group: int, group_channels: int, offset_scale: float, remove_center: int = 0, *,
                     swap_pad: bool = True) -> torch.Tensor:
-    """DCNv3 core by ``F.grid_sample`` (equation in :mod:`.dcnv3_common`); autograd gives the backward.
+    """DCNv3 core as a weighted gather (equation in :mod:`.dcnv3_common`); autograd gives the backward.
 
     Args:
         input: ``(N, H, W, G*Cg)`` channels-last values (already ``input_proj``-ected).
@@ -52,11 +59,20 @@ def dcnv3_reference(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tenso
     off = offset.to(ct).view(n, ho, wo, g, p, 2)
     x = base_x + offset_scale * (pts[:, 0] + off[..., 0])
     y = base_y + offset_scale * (pts[:, 1] + off[..., 1])
-    # grid_sample(align_corners=False) reads pixel u at normalised 2 (u + 0.5) / size - 1
-    grid = torch.stack([(2.0 * x + 1.0) / w - 1.0, (2.0 * y + 1.0) / h - 1.0], dim=-1)  # (N, Ho, Wo, G, P, 2)
-    grid = grid.permute(0, 3, 1, 2, 4, 5).reshape(n * g, ho * wo, p, 2)
-    values = input.to(ct).reshape(n, h * w, g, cg).permute(0, 2, 3, 1).reshape(n * g, cg, h, w)
-    samples = F.grid_sample(values, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    weights = mask.to(ct).view(n, ho * wo, g, p).transpose(1, 2).reshape(n * g, 1, ho * wo, p)
-    out = (samples * weights).sum(-1)                                                    # (N*G, Cg, Ho*Wo)
-    return out.view(n, g * cg, ho * wo).transpose(1, 2).reshape(n, ho, wo, g * cg).to(input.dtype)
+    # the four corners: integer pixels, bilinear weights (differentiable in x, y), validity
+    x0, y0 = torch.floor(x.detach()), torch.floor(y.detach())
+    fx, fy = x - x0, y - y0
+    cx_ = torch.stack([x0, x0 + 1, x0, x0 + 1], dim=-1)                                 # (N, Ho, Wo, G, P, 4)
+    cy_ = torch.stack([y0, y0, y0 + 1, y0 + 1], dim=-1)
+    bil = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], dim=-1)
+    valid = (cx_ >= 0) & (cx_ <= w - 1) & (cy_ >= 0) & (cy_ <= h - 1)
+    weights = bil * mask.to(ct).view(n, ho, wo, g, p, 1) * valid
+    # rows of the (N*H*W*G, Cg) table: ((n*H + y)*W + x)*G + g, row 0 for invalid corners (weight 0)
+    nn_ = torch.arange(n, device=dev).view(n, 1, 1, 1, 1, 1)
+    gg = torch.arange(g, device=dev).view(1, 1, 1, g, 1, 1)
+    rows = ((nn_ * h + cy_.long().clamp(0, h - 1)) * w + cx_.long().clamp(0, w - 1)) * g + gg
+    rows = torch.where(valid, rows, torch.zeros_like(rows))
+    table = input.to(ct).reshape(n * h * w * g, cg)
+    out = F.embedding_bag(rows.reshape(-1, 4 * p), table, per_sample_weights=weights.reshape(-1, 4 * p),
+                          mode="sum")                                                   # (N*Ho*Wo*G, Cg)
+    return out.view(n, ho, wo, g * cg).to(input.dtype)

@@ -17,7 +17,8 @@ from ..models.m3i import M3IModel
 from ..models.text import TextTower
 from ..models.vit import VIT_VARIANTS, build_vit
 
-__all__ = ["BACKBONES", "token_stride", "build_backbone", "build_m3i", "build_tokenizer_from", "Checkpointer"]
+__all__ = ["BACKBONES", "token_stride", "build_backbone", "build_m3i", "build_tokenizer_from", "Checkpointer",
+           "DeepSpeedCheckpointer"]
 
 BACKBONES = ("vit", "internimage")
 _INTERNIMAGE_STRIDE = 16  # the dense neck's output stride
@@ -113,3 +114,24 @@ class Checkpointer:
         (seed, epoch, step), so no RNG state is restored."""
         return checkpoint.resume(self.ctx.checkpoint_dir, spec, model=self.model, optimizer=self.optimizer,
                                  scaler=self.scaler, restore_rng=False)
+
+
+class DeepSpeedCheckpointer(Checkpointer):
+    """:class:`Checkpointer` for a DeepSpeed engine: its own sharded format (``engine.save_checkpoint`` into
+    ``checkpoints/deepspeed/step<N>``, every rank writes its shard), the step, results and epoch statistics in the
+    client state; ``resume("auto")`` loads the newest tag (DeepSpeed's ``latest`` file)."""
+
+    def __init__(self, ctx, *, engine, iters: int, every: int, extra: Callable[[], dict[str, Any]]):
+        self.ctx, self.engine, self.iters, self.every, self.extra = ctx, engine, iters, every, extra
+        self.dir = ctx.checkpoint_dir / "deepspeed"
+
+    def save(self, steps_done: int, epoch_stats: dict | None) -> None:
+        self.engine.save_checkpoint(str(self.dir), tag=f"step{steps_done}",
+                                    client_state={"step": steps_done, "extra": {**self.extra(),
+                                                                                "epoch_stats": epoch_stats}})
+
+    def resume(self, spec: str | None) -> dict | None:
+        if spec in (None, "", "none", "None") or not (self.dir / "latest").is_file():
+            return None
+        path, client = self.engine.load_checkpoint(str(self.dir) if spec == "auto" else str(spec))
+        return None if path is None else client

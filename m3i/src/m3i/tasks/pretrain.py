@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 from timm.optim import param_groups_weight_decay
-from torch.utils.data import ConcatDataset
+from torch.utils.data import ConcatDataset, Subset
 
 from repro_shared import dist, run
 from repro_shared.data import ResumableLoader, SkipNoneCollate, build_loader, check_dataset_size
@@ -19,7 +19,7 @@ from ..engine import pretrain_one_epoch
 from ..losses import M3IObjective
 from ..models.m3i import M3IModel
 from ..probe import evaluate_probes
-from .common import Checkpointer, build_m3i, build_tokenizer_from, token_stride
+from .common import Checkpointer, DeepSpeedCheckpointer, build_m3i, build_tokenizer_from, token_stride
 
 __all__ = ["SOURCE_KINDS", "build_transform", "build_pretrain_loader", "build_objective", "run_pretrain"]
 
@@ -35,14 +35,18 @@ def build_transform(cfg: DictConfig) -> M3ITransform:
 
 
 def _source(src: DictConfig, i: int, skip: bool):
+    """One source of ``data.sources`` (its first ``limit`` samples when ``limit`` is set: quick checks)."""
     kind = src.kind
     if kind == "shapes":
-        return ShapesSource(str(src.get("split", "train")), int(src.get("size", 32)))
-    if kind == "imagefolder":
-        return ImageFolderSource(src.root, skip_corrupt=skip, key=f"data.sources[{i}].root")
-    if kind == "tar":
-        return TarShardSource(list(src.shards), index_dir=src.get("index_dir"), skip_corrupt=skip)
-    raise ValueError(f"unknown data.sources[{i}].kind {kind!r}; known: {', '.join(SOURCE_KINDS)}")
+        source = ShapesSource(str(src.get("split", "train")), int(src.get("size", 32)))
+    elif kind == "imagefolder":
+        source = ImageFolderSource(src.root, skip_corrupt=skip, key=f"data.sources[{i}].root")
+    elif kind == "tar":
+        source = TarShardSource(list(src.shards), index_dir=src.get("index_dir"), skip_corrupt=skip)
+    else:
+        raise ValueError(f"unknown data.sources[{i}].kind {kind!r}; known: {', '.join(SOURCE_KINDS)}")
+    limit = src.get("limit")
+    return Subset(source, range(min(int(limit), len(source)))) if limit else source
 
 
 def build_pretrain_loader(cfg: DictConfig, transform, tokenizer, *, batch_size: int, world_size: int = 1):
@@ -132,17 +136,21 @@ def run_pretrain(cfg: DictConfig) -> dict:
     ds_engine = _deepspeed(cfg, model, optimizer)
     wrapped = model if ds_engine is not None else dist.wrap_model(model, "ddp" if ws > 1 else "none")
     results: dict = {}
-    ckpt = Checkpointer(ctx, model=model, optimizer=optimizer, scaler=scaler, iters=iters,
-                        every=int(t.checkpoint_every) if ds_engine is None else 0, keep_last=int(t.keep_last),
-                        config=cfg, extra=lambda: {"results": results})
+    if ds_engine is None:
+        ckpt = Checkpointer(ctx, model=model, optimizer=optimizer, scaler=scaler, iters=iters,
+                            every=int(t.checkpoint_every), keep_last=int(t.keep_last), config=cfg,
+                            extra=lambda: {"results": results})
+    else:
+        ckpt = DeepSpeedCheckpointer(ctx, engine=ds_engine, iters=iters, every=int(t.checkpoint_every),
+                                     extra=lambda: {"results": results})
     step, stats = 0, None
-    state = ckpt.resume(t.resume) if ds_engine is None else None
+    state = ckpt.resume(t.resume)
     if state is not None:
         step, stats, results = state["step"], state["extra"].get("epoch_stats"), state["extra"].get("results", {})
         log.info("resumed from step %d (epoch %d, batch %d of %d)", step, step // iters, step % iters, iters)
     probe_on = bool(cfg.probe.enabled)
     if step == 0 and probe_on and bool(cfg.probe.at_init):
-        results.update({f"{k}_init": v for k, v in evaluate_probes(model, device, tokenizer=tokenizer).items()})
+        results.update({f"{k}_init": v for k, v in evaluate_probes(model, device, tokenizer=tokenizer, limit=cfg.probe.get("limit")).items()})
         log.info("probes before training: %s", {k: round(v, 2) for k, v in results.items()})
     log.info("lr %.3g (global batch %d), %d steps per epoch, %d epochs", lr, int(t.batch_size) * ws, iters,
              int(t.epochs))
@@ -161,10 +169,9 @@ def run_pretrain(cfg: DictConfig) -> dict:
                         "above)", epoch, tr["skipped"])
         ctx.metrics.log({f"train_{k}": v for k, v in tr.items()} | {"epoch": epoch}, step=(epoch + 1) * iters)
         log.info("epoch %d | %s", epoch, " ".join(f"{k} {v:.4f}" for k, v in tr.items() if k.startswith("loss")))
-        if ds_engine is None:
-            ckpt.save((epoch + 1) * iters, None)
+        ckpt.save((epoch + 1) * iters, None)
     if probe_on:
-        final = evaluate_probes(model, device, tokenizer=tokenizer)
+        final = evaluate_probes(model, device, tokenizer=tokenizer, limit=cfg.probe.get("limit"))
         results.update(final)
         log.info("probes after training: %s", {k: round(v, 2) for k, v in final.items()})
     run.write_metrics(ctx.out_dir, results)
