@@ -1,6 +1,7 @@
 """Every gradient-form objective at the paper's per-GPU batch (n = 128) and 2048-d embeddings: ours (forward +
 backward of the surrogate, F / queue update included; and the gradient alone) against a literal, one-anchor-
-at-a-time evaluation of the spec's formula (``unigrad.losses.reference``), in the same run; the EMA update
+at-a-time evaluation of the spec's formula (``unigrad.losses.reference``; for UniGrad the sum over the targets
+of the last ``--history`` + 1 steps with their EMA weights, which F replaces), in the same run; the EMA update
 (official per-tensor loop vs our two ``_foreach`` ops) on ResNet-50 + projector; and the UniGrad loss + F
 update as a fraction of a ResNet-50 training step (4 forwards + 2 backwards + SGD).
 
@@ -49,14 +50,16 @@ def emit(**row) -> None:
     print(json.dumps(row), flush=True)
 
 
-def bench_losses(n: int, c: int, queue: int, reps: int, device: torch.device) -> dict[str, float]:
+def bench_losses(n: int, c: int, queue: int, history: int, reps: int, device: torch.device) -> dict[str, float]:
     g = torch.Generator().manual_seed(0)
     z1, z2, t1, t2 = (torch.randn(n, c, generator=g).to(device) for _ in range(4))
     u1, u2, v1, v2 = (F.normalize(x, dim=1) for x in (z1, z2, t1, t2))
+    # UniGrad's literal formula sums over every past target: `history` earlier steps, then this one
+    past = [F.normalize(torch.randn(2 * n, c, generator=g), dim=1).to(device) for _ in range(history)]
+    hist = past + [torch.cat([v1, v2])]
     makers = {
         "unigrad": (lambda: UniGradLoss(c, lambd=100.0, rho=0.99),
-                    lambda L: (ref.unigrad(u1, v2, [torch.cat([v1, v2])], 100.0, 0.99),
-                               ref.unigrad(u2, v1, [torch.cat([v1, v2])], 100.0, 0.99))),
+                    lambda L: (ref.unigrad(u1, v2, hist, 100.0, 0.99), ref.unigrad(u2, v1, hist, 100.0, 0.99))),
         "simclr_grad": (lambda: SimCLRGradLoss(0.2),
                         lambda L: (ref.simclr(u1, v2, torch.cat([v1, v2]), 0.2), ref.simclr(u2, v1, torch.cat([v1, v2]), 0.2))),
         "moco_grad": (lambda: MoCoGradLoss(c, queue_size=queue, tau=0.2),
@@ -76,6 +79,9 @@ def bench_losses(n: int, c: int, queue: int, reps: int, device: torch.device) ->
         ms_fb = timed(lambda: loss(out)["loss"].backward(), reps, 2, device)
         ms_g = timed(lambda: loss.gradients(u1, u2, v1, v2), reps, 2, device)
         fresh = make().to(device)
+        if name == "unigrad":
+            for h in past:  # the F the literal sum over the same history corresponds to
+                fresh.update_correlation(h[:n], h[n:])
         state = fresh.queue.clone() if name == "moco_grad" else None
         ours = fresh.gradients(u1, u2, v1, v2)  # the state the literal formula sees: F = F_b of this batch
         if state is not None:
@@ -84,7 +90,8 @@ def bench_losses(n: int, c: int, queue: int, reps: int, device: torch.device) ->
         diff = max(float((ours[i] - lit[i]).abs().max()) for i in range(2))
         ms_lit = timed(lambda: literal(fresh), max(1, reps // 4), 1, device)
         fwd_bwd[name] = ms_fb
-        emit(bench="loss", loss=name, n=n, C=c, device=str(device), dtype="float32", ours_fwd_bwd_ms=round(ms_fb, 3),
+        extra = {"history_steps": history + 1} if name == "unigrad" else ({"queue": queue} if name == "moco_grad" else {})
+        emit(bench="loss", loss=name, n=n, C=c, **extra, device=str(device), dtype="float32", ours_fwd_bwd_ms=round(ms_fb, 3),
              ours_gradient_ms=round(ms_g, 3), literal_gradient_ms=round(ms_lit, 3),
              speedup_vs_literal=round(ms_lit / ms_g, 2), max_abs_grad_diff=diff)
     return fwd_bwd
@@ -137,6 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n", type=int, default=128, help="per-GPU batch of the paper")
     p.add_argument("--dim", type=int, default=2048)
     p.add_argument("--queue", type=int, default=65536)
+    p.add_argument("--history", type=int, default=15,
+                   help="past steps in UniGrad's literal sum (its cost grows with it; ours does not)")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--r50-batch", type=int, default=None, help="default: 128 on CUDA, 2 on CPU (then scaled to 128)")
     p.add_argument("--image", type=int, default=224)
@@ -147,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
                           ("cpu" if args.device == "auto" else args.device))
     emit(bench="setup", device=str(device), gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
          threads=torch.get_num_threads(), torch=torch.__version__)
-    fwd_bwd = bench_losses(args.n, args.dim, args.queue, args.reps, device)
+    fwd_bwd = bench_losses(args.n, args.dim, args.queue, args.history, args.reps, device)
     if not args.skip_r50:
         bench_ema(args.reps, device)
         batch = args.r50_batch or (128 if device.type == "cuda" else 2)
