@@ -14,13 +14,21 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from repro_shared import checkpoint, dist, run
+from repro_shared.checkpoint import CheckpointError
 from repro_shared.data import DataError, build_loader, check_dataset_size
+from repro_shared.fsio import atomic_open
+from repro_shared.guards import NonFiniteError
 
 from .data.dataset import BEVDataset, collate
 from .data.infos import DatasetError, build_infos, check_dataroot, load_nuscenes
 from .data.synthetic import make_synthetic_nuscenes
 from .engine import build_optimizer, evaluate, matched_errors, train as train_loop
+from .models.backbone import check_backbone
 from .models.bevformer_v2 import BEVFormerV2
+
+# info-record cache layout: camera paths relative to the data root, so a copied or moved root reads its own
+# images (format 1 stored absolute paths and silently kept reading the old location)
+CACHE_FORMAT = 2
 
 
 def prepare_data(dcfg: DictConfig, log=None):
@@ -48,16 +56,23 @@ def prepare_data(dcfg: DictConfig, log=None):
         cache = root / f"bevformer_v2_infos_{dcfg.version}_{split}.pkl"
         stamp = (root / "synthetic_params.json").read_text() if (root / "synthetic_params.json").exists() else ""
         blob = _read_cache(cache, log)
-        if blob is not None and blob.get("stamp") == stamp:
-            out.append(blob["infos"])
+        if blob is not None and blob.get("stamp") == stamp and blob.get("format") == CACHE_FORMAT:
+            out.append(_rebase(blob["infos"], lambda p: str(root / p)))
             continue
         infos = build_infos(nusc, splits[split])
         if not infos:
             raise DatasetError(f"split {split!r} has no scenes in {root}/{dcfg.version}; check data.version")
-        with open(cache, "wb") as f:
-            pickle.dump(dict(stamp=stamp, infos=infos), f)
+        with atomic_open(cache, "wb") as f:
+            relative = _rebase(infos, lambda p: str(Path(p).relative_to(root)))
+            pickle.dump(dict(format=CACHE_FORMAT, stamp=stamp, infos=relative), f)
         out.append(infos)
     return nusc, out[0], out[1]
+
+
+def _rebase(infos: list[dict], path_fn) -> list[dict]:
+    """Copies of info records with every camera ``data_path`` mapped through ``path_fn`` (other fields shared)."""
+    return [{**info, "cams": {ch: {**cam, "data_path": path_fn(cam["data_path"])} for ch, cam in info["cams"].items()}}
+            for info in infos]
 
 
 def _read_cache(path: Path, log) -> dict | None:
@@ -108,9 +123,10 @@ def load_init(model: BEVFormerV2, path: Path, log) -> None:
 @hydra.main(version_base=None, config_path="configs", config_name="train")
 def train(cfg: DictConfig) -> None:
     ctx = run.setup_run(cfg, name="bevformer_v2")
-    try:
-        init_path = run.check_required_init(cfg.init)  # before building anything
-    except FileNotFoundError as e:
+    try:  # before building anything
+        init_path = run.check_required_init(cfg.init)
+        check_backbone(cfg.model.backbone)
+    except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     if ctx.device.type == "cpu" and cfg.cpu_threads:
         torch.set_num_threads(int(cfg.cpu_threads))  # a shared CPU box thrashes with more threads
@@ -131,7 +147,10 @@ def train(cfg: DictConfig) -> None:
     ctx.log.info("model: %.2f M parameters; train %d / val %d samples, %d batches per epoch",
                  sum(p.numel() for p in model.parameters()) / 1e6, len(train_ds), len(val_ds), len(loader))
     if init_path is not None:
-        load_init(model, init_path, ctx.log)
+        try:
+            load_init(model, init_path, ctx.log)
+        except CheckpointError as e:
+            raise SystemExit(f"error: {e}") from None
     if tcfg.epochs:
         OmegaConf.update(cfg, "train.iters", int(tcfg.epochs * -(-len(loader) // tcfg.accum)))
     if ctx.dist.world_size > 1 and ctx.device.type == "cuda":
@@ -139,10 +158,17 @@ def train(cfg: DictConfig) -> None:
     wrapped = dist.wrap_model(model, "ddp", find_unused_parameters=True)
     optimizer = build_optimizer(model, tcfg.lr, tcfg.weight_decay, tcfg.backbone_lr_mult)
     # no RNG blobs: all randomness is derived from (seed, epoch, index / step), see engine.py
-    state = checkpoint.resume(ctx.checkpoint_dir, tcfg.resume, model=model, optimizer=optimizer, restore_rng=False)
+    try:
+        state = checkpoint.resume(ctx.checkpoint_dir, tcfg.resume, model=model, optimizer=optimizer,
+                                  restore_rng=False)
+    except CheckpointError as e:
+        raise SystemExit(f"error: train.resume={tcfg.resume}: {e}") from None
     start = int(state["step"]) if state else 0
     if state:
         ctx.log.info("resumed from step %d (epoch %d, batch %d)", start, *divmod(start * tcfg.accum, len(loader)))
+    elif str(tcfg.resume) == "auto":  # the default run folder is new (timestamped) on every launch
+        ctx.log.info("train.resume=auto: no checkpoint in %s, starting at step 0; to continue a killed run, run "
+                     "the same command with hydra.run.dir=<that run's folder>", ctx.checkpoint_dir)
 
     def save(step, opt):
         checkpoint.save_checkpoint(checkpoint.checkpoint_path(ctx.checkpoint_dir, step), model=model, optimizer=opt,
@@ -150,7 +176,7 @@ def train(cfg: DictConfig) -> None:
 
     try:
         last = train_loop(wrapped, loader, tcfg, ctx, cfg.model.head.group_detr, cfg.seed, start, optimizer, save)
-    except DataError as e:
+    except (DataError, NonFiniteError) as e:
         raise SystemExit(f"error: {e}") from None
     if start < tcfg.iters:
         save(tcfg.iters, optimizer)
@@ -172,19 +198,24 @@ def evaluate_cli(cfg: DictConfig) -> None:
     ctx = run.setup_run(cfg, name="bevformer_v2")
     if not cfg.checkpoint:
         raise SystemExit("error: pass checkpoint=<path to a bevformer-v2-train checkpoint or converted weights>")
+    try:  # before the data is prepared
+        check_backbone(cfg.model.backbone)
+        weights = checkpoint.load_weights_file(cfg.checkpoint)
+    except (ValueError, CheckpointError) as e:
+        raise SystemExit(f"error: {e}") from None
     try:
         nusc, _, val_infos = prepare_data(cfg.data, ctx.log)
     except (DatasetError, DataError) as e:
         raise SystemExit(f"error: {e}") from None
     _, val_ds = make_datasets(cfg.data, [], val_infos)
     model = build_model(cfg.model, cfg.data.frames).to(ctx.device)
-    report = checkpoint.load_state_dict_remapped(model, checkpoint.load_weights_file(cfg.checkpoint), strict=False)
+    report = checkpoint.load_state_dict_remapped(model, weights, strict=False)
     if report.missing:
         raise SystemExit(f"error: checkpoint {cfg.checkpoint} lacks {len(report.missing)} weights of this model "
                          f"(first: {report.missing[:3]}); check the model config")
     try:
         metrics = evaluate(model, val_ds, nusc, cfg.data.eval_set, ctx.out_dir / "eval", ctx.device, cfg.eval_head)
-    except DataError as e:
+    except (DataError, NonFiniteError) as e:
         raise SystemExit(f"error: {e}") from None
     ctx.log.info("eval: %s", metrics)
     run.write_metrics(ctx.out_dir, metrics)

@@ -103,20 +103,33 @@ RESNETS = {"resnet18": (18, "pytorch"), "resnet34": (34, "pytorch"), "resnet50":
            "resnet101": (101, "pytorch"), "resnet50_caffe": (50, "caffe"), "resnet101_caffe": (101, "caffe")}
 
 
+def check_backbone(name: str) -> None:
+    """Raise ``ValueError`` listing the known backbones when ``name`` is not one (cheap: builds nothing)."""
+    if name == "tiny" or name in RESNETS:
+        return
+    if name.startswith("timm:"):
+        import timm
+
+        if timm.is_model(name[5:]):
+            return
+        raise ValueError(f"unknown timm model {name[5:]!r} in model.backbone={name!r}; timm.list_models('<pattern>') "
+                         f"lists timm's names (e.g. timm:ese_vovnet99b, timm:convnext_base, timm:dla34)")
+    raise ValueError(f"unknown backbone {name!r}; known: tiny, {', '.join(RESNETS)}, "
+                     f"timm:<model> (e.g. timm:ese_vovnet99b, timm:convnext_base, timm:dla34)")
+
+
 def build_backbone(name: str, pretrained: bool = False, tiny_channels=(16, 32, 64, 128)) -> nn.Module:
     """``tiny`` | ``resnet{18,34,50,101}`` | ``resnet{50,101}_caffe`` | ``timm:<name>``.
 
     Raises:
-        ValueError: an unknown name (the known ones are listed).
+        ValueError: an unknown name (the known ones are listed, see :func:`check_backbone`).
     """
+    check_backbone(name)
     if name == "tiny":
         return TinyCNN(tiny_channels)
     if name in RESNETS:
         return TorchvisionResNet(*RESNETS[name][:1], pretrained=pretrained, style=RESNETS[name][1])
-    if name.startswith("timm:"):
-        return TimmBackbone(name[5:], pretrained)
-    raise ValueError(f"unknown backbone {name!r}; known: tiny, {', '.join(RESNETS)}, "
-                     f"timm:<model> (e.g. timm:ese_vovnet99b, timm:convnext_base, timm:dla34)")
+    return TimmBackbone(name[5:], pretrained)  # "timm:<name>", checked above
 
 
 class ConvModule(nn.Module):
