@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The README's tiny-data experiment (embedded digits, CPU): 3 seeds of the default chain (addp-train) and of the
+# chain with a longer ADDP stage (experiment=tiny_long; tokenizer and teacher are the same cache entries), then
+# the summary table (scripts/tiny_summary.py -> docs/tiny_experiment.json). Tiny data: not the paper's numbers.
+#   bash scripts/tiny_experiment.sh [OUT_DIR]      (default outputs/tiny_experiment)
+set -euo pipefail
+OUT=${1:-outputs/tiny_experiment}
+export OMP_NUM_THREADS=1 ADDP_CACHE_DIR=${ADDP_CACHE_DIR:-$OUT/cache}
+mkdir -p "$OUT"
+for seed in 0 1 2; do
+  for exp in default tiny_long; do
+    args=(seed=$seed hydra.run.dir=$OUT/$exp/seed$seed)
+    [ "$exp" = default ] || args+=(experiment=$exp)
+    /usr/bin/time -f "%e s wall, %U s user, %S s sys" -o "$OUT/time_${exp}_seed$seed.txt" --quiet \
+      addp-train "${args[@]}" > "$OUT/${exp}_seed$seed.log" 2>&1
+  done
+done
+python "$(dirname "$0")/tiny_summary.py" "$OUT" "$(dirname "$0")/../docs/tiny_experiment.json"
