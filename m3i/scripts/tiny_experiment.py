@@ -6,12 +6,12 @@ then writes ``summary.json`` and prints a markdown table of mean +- std over see
 
     python scripts/tiny_experiment.py --out outputs/tiny_experiment --seeds 0 1 2 --jobs 2
 
-The variants (same mixed two-image input for all, only the targets differ):
-    sup        category CE only                 objective.intra=0 inter=0 txt=0
-    clip       caption InfoNCE only              objective.intra=0 inter=0 cls=0
-    dense      intra + inter dense targets       objective.cls=0 txt=0
-    sup_dense  two-term M3I                      objective.txt=0
-    m3i        full M3I (class + caption + dense)
+The variants (``experiment=tiny/<variant>``; the same mixed two-image input for all, only the targets differ):
+    sup        category CE only
+    clip       caption InfoNCE only
+    dense      intra + inter dense targets
+    sup_dense  two-term M3I (category + dense)
+    m3i        full M3I (category + caption + dense)
 ``init``: the random initialisation of the full model (``probe.at_init=true`` of the m3i runs).
 
 TINY DATA: 2000 32-px images, 10 epochs; the numbers show whether the mechanism works, not the paper's results.
@@ -30,12 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-VARIANTS = {
-    "sup": ["objective.intra=0", "objective.inter=0", "objective.txt=0"],
-    "clip": ["objective.intra=0", "objective.inter=0", "objective.cls=0"],
-    "dense": ["objective.cls=0", "objective.txt=0"],
-    "sup_dense": ["objective.txt=0"],
-    "m3i": ["probe.at_init=true"],
+VARIANTS = {  # m3i-pretrain overrides of each variant (configs/experiment/tiny/)
+    "sup": ["experiment=tiny/sup"],
+    "clip": ["experiment=tiny/clip"],
+    "dense": ["experiment=tiny/dense"],
+    "sup_dense": ["experiment=tiny/sup_dense"],
+    "m3i": ["experiment=tiny/m3i", "probe.at_init=true"],
 }
 METRICS = ["probe_class_top1", "probe_attr_top1", "probe_dense_miou", "probe_mean", "retrieval_r1",
            "probe_attr_size_top1", "probe_attr_quadrant_top1", "probe_attr_background_top1"]

@@ -18,7 +18,7 @@ TINY = ["model.overrides.embed_dim=32", "model.overrides.num_heads=2", "+model.o
         "train.batch_size=4", "train.epochs=2", "probe.enabled=false", "train.log_every=1", "train.checkpoint_every=0",
         "device=cpu"]
 # the official configs use fp16 with accumulation 4 and clipping 5.0; on CPU: fp32, no accumulation, DDP's clip 1.0
-CPU_DS = ["train.deepspeed.precision=fp32", "train.deepspeed.config_overrides.fp16.enabled=false",
+CPU_DS = ["train.deepspeed.precision=fp32", "~train.deepspeed.config_overrides.fp16",
           "train.deepspeed.gradient_accumulation_steps=1", "train.deepspeed.gradient_clipping=1.0"]
 
 

@@ -52,7 +52,7 @@ class M3IOutput(NamedTuple):
     (targets float32, normalised, no gradient); ``global_a`` / ``global_b``: ``(B, Dg)`` pooled features of image
     A (= image ``i``) and of image B (= image ``i - 1``) of each sample; ``logits_a`` / ``logits_b``: class
     logits ``(B, K)``; ``text``: caption embeddings ``(B, Dg)`` of image ``k`` (not normalised);
-    ``logit_scale``: the learnable log temperature of the text InfoNCE.
+    ``logit_scale``: the learnable log temperature of the text InfoNCE, shape ``(1,)``.
     """
 
     pred_intra: torch.Tensor | None
@@ -149,7 +149,8 @@ class M3IModel(nn.Module):
         self.online = nn.ModuleDict(modules)
         self.head = nn.Linear(backbone.global_dim, num_classes) if num_classes > 0 else None
         self.text = text_tower
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07))) if text_tower is not None else None
+        # shape (1,), not 0-dim: DeepSpeed's parameter broadcast views every parameter as bytes, which 0-dim refuse
+        self.logit_scale = nn.Parameter(torch.full((1,), math.log(1 / 0.07))) if text_tower is not None else None
         self._init_decoder()
         self.target = copy.deepcopy(self.online) if dense else None
         if self.target is not None:

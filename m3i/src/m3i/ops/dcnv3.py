@@ -29,12 +29,10 @@ _TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 @functools.cache
 def triton_available() -> bool:
-    """True when ``triton`` can be imported."""
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """True when ``triton`` is installed (the fast path's only requirement besides CUDA tensors)."""
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None
 
 
 class _DCNv3Triton(torch.autograd.Function):
