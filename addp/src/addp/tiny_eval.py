@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
+from repro_shared.data import build_loader
 from repro_shared.run import RunContext
 
 from .diffusion import forward_process
@@ -30,23 +31,25 @@ from .models.addp import ADDP
 from .models.mage import MAGE
 from .models.vqgan import VQGAN
 from .sampler import SampleRNG, generate_addp, generate_teacher, save_grid
-from .stages import Stage, build_image_dataset, make_loader, to_plain
+from .stages import Stage, build_image_dataset, to_plain
 
 __all__ = ["run_tiny_eval", "feature_net_stage"]
 
 
 def feature_net_stage(cfg: DictConfig, ctx: RunContext) -> DigitFeatureNet:
-    """The tiny-FID feature network, trained once per (data, seed, settings) and cached like a stage."""
+    """The tiny-FID feature network: one measuring instrument for every run (its own seed, not the run's),
+    trained once per (data, settings) and cached like a stage."""
     from repro_shared import checkpoint
 
     fc = cfg.eval.feature_net
-    torch.manual_seed(int(cfg.seed))
+    torch.manual_seed(int(fc.seed))
     net = DigitFeatureNet().to(ctx.device)
     stage = Stage(cfg.cache_dir, "featurenet", {"stage": "featurenet", "train": to_plain(fc), "data": to_plain(cfg.data),
-                                                "seed": int(cfg.seed), "arch": repr(net)})
+                                                "arch": repr(net)})
     if not stage.done():
         stage.start()
-        loader = make_loader(build_image_dataset(cfg.data, "train"), fc.batch_size, cfg, "eval.feature_net.batch_size")
+        loader = build_loader(build_image_dataset(cfg.data, "train"), batch_size=int(fc.batch_size), seed=int(fc.seed),
+                              batch_size_key="eval.feature_net.batch_size")
         opt = torch.optim.AdamW(net.parameters(), lr=float(fc.lr), weight_decay=float(fc.weight_decay))
 
         def step(batch):
@@ -55,7 +58,7 @@ def feature_net_stage(cfg: DictConfig, ctx: RunContext) -> DigitFeatureNet:
             return {"loss": F.cross_entropy(logits, y), "logits": logits}
 
         loop = LoopConfig(epochs=int(fc.epochs), lr=float(fc.lr), warmup_epochs=0.0, min_lr=0.0,
-                          ckpt_every=10 ** 9, seed=int(cfg.seed))
+                          ckpt_every=10 ** 9, seed=int(fc.seed))
         with torch.enable_grad():
             train_loop(name="featurenet", model=net, step_fn=step, optimizer=opt, loader=loader, cfg=loop,
                        ckpt_dir=stage.ckpt_dir, device=ctx.device, predictions=("logits",))
