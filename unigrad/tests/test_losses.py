@@ -249,3 +249,16 @@ def test_original_losses_have_the_textbook_values():
     sim.fill_diagonal_(float("-inf"))
     labels = torch.cat([torch.arange(8, 16), torch.arange(8)])
     torch.testing.assert_close(nt, F.cross_entropy(sim, labels))
+
+
+def test_cutmix_mixes_the_positive_targets_and_not_F(batch):
+    from unigrad.losses import MixInfo
+
+    u1, u2, t1, t2 = batch
+    mix = MixInfo(torch.tensor([1, 2, 3, 4, 0]), 0.7)
+    loss = UniGradLoss(4, lambd=5.0).double()
+    g1, g2 = loss.gradients(u1, u2, t1, t2, mix)
+    torch.testing.assert_close(loss.F, torch.cat([t1, t2]).T @ torch.cat([t1, t2]) / 10)  # un-mixed targets
+    torch.testing.assert_close(g1, -(0.7 * t2 + 0.3 * t2[mix.perm]) + 5.0 * u1 @ loss.F)
+    with pytest.raises(ValueError, match="does not support CutMix"):
+        SimCLRGradLoss()(SiameseOutput(u1, u2, t1, t2), mix=mix)

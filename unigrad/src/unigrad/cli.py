@@ -20,7 +20,7 @@ from repro_shared.data import SkipNoneCollate, build_loader
 from .data import eval_datasets, eval_loader, lineval_datasets, pretrain_dataset
 from .engine import EpochMeter, lineval_one_epoch, train_one_epoch, validate
 from .evaluation import effective_rank, embedding_std, extract_features, knn_top1, linear_probe_top1
-from .losses import MoCoGradLoss, SiameseLoss, UniGradLoss
+from .losses import MoCoGradLoss, SiameseLoss
 from .models import SiameseNet, build_encoder
 from .models.convert import load_encoder_weights, official_to_ours, split_checkpoint, to_torchvision_resnet
 from .schedules import ema_momentum, lineval_lr, pretrain_lr, scaled_lr
@@ -70,7 +70,7 @@ def check_batch(cfg: DictConfig, criterion: SiameseLoss, world_size: int) -> Non
             raise ValueError(f"loss.queue_size={size} is not a multiple of the {keys} keys enqueued per step "
                              f"(2 views x train.batch_size {n} x {world_size} processes); change loss.queue_size "
                              "or train.batch_size")
-    if float(cfg.train.cutmix_alpha) > 0 and not isinstance(criterion, UniGradLoss):
+    if float(cfg.train.cutmix_alpha) > 0 and not getattr(criterion, "supports_mix", False):
         raise ValueError(f"train.cutmix_alpha > 0 is implemented for UniGrad only, not {type(criterion).__name__}")
 
 

@@ -107,7 +107,7 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
             mix = MixInfo(perm, lam)
         with autocast(device, precision):
             out = model(x1, x2, mm=mm)
-        terms = criterion(out) if mix is None else criterion(out, mix=mix)
+        terms = criterion(out, mix=mix) if mix is not None else criterion(out)
         check_finite(terms, step=step, epoch=epoch)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(terms["loss"]).backward()

@@ -35,18 +35,31 @@ class GradientLoss(SiameseLoss):
     """A method given by its gradient: ``forward`` normalises, calls :meth:`gradients` without autograd and
     returns the symmetric surrogate ``L = (mean<u1, sg g1> + mean<u2, sg g2>) / 2`` and ``pos_sim``."""
 
+    #: whether :meth:`gradients` accepts ``mix`` (CutMix-ed online views)
+    supports_mix = False
+
     def gradients(self, u1: torch.Tensor, u2: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample gradients ``(g1, g2)`` (n, C); updates the objective's state (F, queue) if it has one."""
         raise NotImplementedError
 
-    def forward(self, out: SiameseOutput) -> dict[str, torch.Tensor]:
-        """``{"loss": surrogate, "pos_sim": monitor}`` of one step's network output."""
+    def forward(self, out: SiameseOutput, mix: MixInfo | None = None) -> dict[str, torch.Tensor]:
+        """``{"loss": surrogate, "pos_sim": monitor}`` of one step's network output.
+
+        ``mix``: the online views were CutMix-ed (experimental, spec §3.8): the positive targets are mixed like
+        the inputs (objectives with ``supports_mix`` only).
+
+        Raises:
+            ValueError: ``mix`` given to an objective that does not support it.
+        """
+        if mix is not None and not self.supports_mix:
+            raise ValueError(f"{type(self).__name__} does not support CutMix-ed views")
         u1, u2 = normalize(out.z1), normalize(out.z2)
         t1, t2 = (normalize(t).detach() for t in self.targets(out))
         with torch.no_grad():
-            g1, g2 = self.gradients(u1.detach(), u2.detach(), t1, t2)
-        return {"loss": symmetric_grad_loss(u1, g1, u2, g2), "pos_sim": positive_similarity(u1, u2, t1, t2)}
+            g1, g2 = self.gradients(u1.detach(), u2.detach(), t1, t2, *(() if mix is None else (mix,)))
+        p1, p2 = (t1, t2) if mix is None else (mix.mix(t1), mix.mix(t2))
+        return {"loss": symmetric_grad_loss(u1, g1, u2, g2), "pos_sim": positive_similarity(u1, u2, p1, p2)}
 
 
 class CorrelationEMALoss(GradientLoss):
@@ -95,26 +108,18 @@ class UniGradLoss(CorrelationEMALoss):
         dim: C. lambd: lambda (100 for C = 2048). rho: 0.99. target: ``momentum`` (paper) or ``stopgrad``.
     """
 
+    supports_mix = True
+
     def __init__(self, dim: int, lambd: float = 100.0, rho: float = 0.99, target: str = "momentum"):
         super().__init__(dim, rho, target)
         self.lambd = float(lambd)
 
     def gradients(self, u1, u2, t1, t2, mix: MixInfo | None = None):
+        """As :meth:`GradientLoss.gradients`; with ``mix`` the positive targets are mixed like the inputs while
+        F is still estimated from the un-mixed targets."""
         F = self.update_correlation(t1, t2)
         p1, p2 = (t1, t2) if mix is None else (mix.mix(t1), mix.mix(t2))
         return -p2 + self.lambd * (u1 @ F), -p1 + self.lambd * (u2 @ F)
-
-    def forward(self, out: SiameseOutput, mix: MixInfo | None = None) -> dict[str, torch.Tensor]:
-        """As :meth:`GradientLoss.forward`; with ``mix`` (CutMix-ed online views, experimental, spec §3.8)
-        the positive targets are mixed like the inputs, while F is still estimated from un-mixed targets."""
-        if mix is None:
-            return super().forward(out)
-        u1, u2 = normalize(out.z1), normalize(out.z2)
-        t1, t2 = (normalize(t).detach() for t in self.targets(out))
-        with torch.no_grad():
-            g1, g2 = self.gradients(u1.detach(), u2.detach(), t1, t2, mix)
-        return {"loss": symmetric_grad_loss(u1, g1, u2, g2),
-                "pos_sim": positive_similarity(u1, u2, mix.mix(t1), mix.mix(t2))}
 
 
 class BYOLDirectPredGradLoss(CorrelationEMALoss):
