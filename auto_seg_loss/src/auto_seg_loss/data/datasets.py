@@ -48,8 +48,9 @@ def load_label(path: str | Path) -> Image.Image:
             lab.load()
             return lab
     except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"cannot read label map {path}: {e} (delete or replace the file, or set "
-                        "data.skip_corrupt=true to skip unreadable files with a warning)") from e
+        reason = f"cannot read label map {path}: {e}"
+        raise DataError(f"{reason} (delete or replace the file, or set data.skip_corrupt=true to skip unreadable "
+                        "files with a warning)", reason) from e
 
 
 class _PairDataset(torch.utils.data.Dataset):
@@ -72,7 +73,7 @@ class _PairDataset(torch.utils.data.Dataset):
         except DataError as e:
             if not self.skip_corrupt:
                 raise
-            _log.warning("skipping sample %d: %s", i, e)
+            _log.warning("skipping sample %d: %s", i, e.reason)
             return None
         return self.pipeline(img, lab)
 

@@ -163,7 +163,7 @@ class BEVDataset(torch.utils.data.Dataset):
             except DataError as e:
                 if not (self.skip_corrupt and self.train):  # evaluation never replaces a sample
                     raise
-                _log.warning("skipping an unreadable sample (replaced by a random other one): %s", e)
+                _log.warning("skipping an unreadable sample (replaced by a random other one): %s", e.reason)
                 skipped.append(str(e))
                 i = int(rng.integers(len(self.infos)))
         raise DataError(f"no readable sample with targets found after 100 draws (last index {i}); check the data")

@@ -137,7 +137,7 @@ class CocoBoxes(Dataset):
         except DataError as e:
             if not self.skip_corrupt:
                 raise
-            _log.warning("skipping unreadable sample %d: %s", i, e)
+            _log.warning("skipping unreadable sample %d: %s", i, e.reason)
             return None
         anns = [a for a in self.coco.imgToAnns.get(img_id, []) if not a.get("iscrowd", 0)]
         boxes = coco_xywh_to_xyxy(torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4))

@@ -57,7 +57,7 @@ class ListFileDataset(Dataset):
         except DataError as e:
             if not self.skip_corrupt:
                 raise
-            _log.warning("skipping unreadable sample %d: %s", i, e)
+            _log.warning("skipping unreadable sample %d: %s", i, e.reason)
             return None
         return (self.transform(img) if self.transform else img), label
 

@@ -23,7 +23,15 @@ _log = logging.getLogger("repro_shared.data")
 
 
 class DataError(RuntimeError):
-    """A data file is missing, unreadable or malformed; the message names the file."""
+    """A data file is missing, unreadable or malformed; the message names the file.
+
+    Attributes:
+        reason: the message without advice on what to do (for a warning when the file is being skipped).
+    """
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 def require_dir(path: str | os.PathLike, layout: str, key: str = "data.root") -> Path:
@@ -52,8 +60,9 @@ def load_image(path: str | os.PathLike, mode: str = "RGB"):
             img.load()  # decode now: a truncated file fails here, with its name, not inside a transform
             return img.convert(mode)
     except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"cannot read image {path}: {e} (delete or replace the file, or set data.skip_corrupt=true "
-                        "to skip unreadable files with a warning)") from e
+        reason = f"cannot read image {path}: {e}"
+        raise DataError(f"{reason} (delete or replace the file, or set data.skip_corrupt=true to skip unreadable "
+                        "files with a warning)", reason) from e
 
 
 def _imagefolder_base():
@@ -93,7 +102,7 @@ class ImageFolder(_imagefolder_base()):  # type: ignore[misc]
         except DataError as e:
             if not self.skip_corrupt:
                 raise
-            _log.warning("skipping unreadable sample %d: %s", index, e)
+            _log.warning("skipping unreadable sample %d: %s", index, e.reason)
             return None
 
 
