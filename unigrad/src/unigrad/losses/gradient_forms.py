@@ -278,5 +278,6 @@ class VICRegGradLoss(GradientLoss):
 
     def gradients(self, u1, u2, t1, t2):
         b1t, b2t = gather(t1), gather(t2)
-        c1, c2 = b1t.T @ b1t / b1t.shape[0], b2t.T @ b2t / b2t.shape[0]
-        return -t2 + self.lambd * (u1 @ c1), -t1 + self.lambd * (u2 @ c2)
+        # u1 C1 = (u1 B1t^T) B1t / N: n N C operations instead of N C^2 for C1 (N < C at the paper's scale)
+        return (-t2 + self.lambd * (u1 @ b1t.T) @ b1t / b1t.shape[0],
+                -t1 + self.lambd * (u2 @ b2t.T) @ b2t / b2t.shape[0])
