@@ -144,15 +144,18 @@ def main() -> int:
     finite = bool(torch.isfinite(loss))
     ok &= finite
     emit(bench="internimage_h_train_step" if not opt.smoke else "internimage_tiny_train_step", batch=batch, size=size,
-         with_cp=True, precision="bf16" if dev.type == "cuda" else "fp32", s_per_step=round(statistics.median(times[1:] or times), 3),
+         with_cp=True, precision="bf16" if dev.type == "cuda" else "fp32",
+         s_per_step=round(statistics.median(times[1:] or times), 3),
          peak_mem_GiB=round(torch.cuda.max_memory_allocated() / 2**30, 2) if dev.type == "cuda" else None,
          params_M=round(sum(p.numel() for p in net.parameters()) / 1e6, 1), loss_finite=finite)
     del net, opt_
-    backbone = (InternImage(channels=16, depths=[1, 1, 1, 1], groups=[1, 2, 4, 8], num_classes=0, use_clip_projector=True,
-                            pretrain_embed_dim=32, attnpool_num_heads=4, clip_embed_dim=16, core_op="DCNv3_pytorch")
+    backbone = (InternImage(channels=16, depths=[1, 1, 1, 1], groups=[1, 2, 4, 8], num_classes=0,
+                            use_clip_projector=True, pretrain_embed_dim=32, attnpool_num_heads=4, clip_embed_dim=16,
+                            core_op="DCNv3_pytorch")
                 if opt.smoke else build_internimage("h", num_classes=0, with_cp=True))
     grid = size // 16
-    model = M3IModel(backbone, grid_size=grid, patch=16, count_a=grid * grid // 2, decoder_dim=32 if opt.smoke else 1024,
+    model = M3IModel(backbone, grid_size=grid, patch=16, count_a=grid * grid // 2,
+                     decoder_dim=32 if opt.smoke else 1024,
                      decoder_heads=4 if opt.smoke else 16, projector_depth=1 if opt.smoke else 2,
                      predictor_depth=1 if opt.smoke else 4, num_classes=10).to(dev)
     mix = torch.zeros(batch, grid * grid, dtype=torch.bool, device=dev)
@@ -172,7 +175,8 @@ def main() -> int:
     on_device = all(t.device.type == dev.type for t in [*model.parameters(), *model.buffers()])
     ok &= finite and on_device
     emit(bench="m3i_internimage_h_step" if not opt.smoke else "m3i_tiny_step", batch=batch, size=size,
-         s_per_step=round(statistics.median(times[1:] or times), 3), losses={k: round(float(v), 4) for k, v in losses.items()},
+         s_per_step=round(statistics.median(times[1:] or times), 3),
+         losses={k: round(float(v), 4) for k, v in losses.items()},
          all_tensors_on_device=on_device, loss_finite=finite)
     emit(check="gpu_check", passed=ok)
     return 0 if ok else 1

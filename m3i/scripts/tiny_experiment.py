@@ -69,7 +69,8 @@ def summarise(out: Path, seeds: list[int]) -> dict:
         for k in METRICS:
             vals = [r[k] for r in rows if r[k] is not None]
             if vals:
-                table[variant][k] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0}
+                std = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+                table[variant][k] = {"mean": float(np.mean(vals)), "std": std}
     return table
 
 

@@ -14,9 +14,14 @@ ENTRY = {"pretrain": "pretrain", "tiny": "pretrain", "finetune": "finetune", "li
 ROWS = sorted(f"{p.parent.name}/{p.stem}" for p in EXP.glob("*/*.yaml"))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def hydra_context():
+    with initialize_config_module("m3i.configs", version_base=None):  # once per module: compose is then cheap
+        yield
+
+
 def row(name, extra=()):
-    with initialize_config_module("m3i.configs", version_base=None):
-        return compose(ENTRY[name.split("/")[0]], overrides=[f"experiment={name}", *extra])
+    return compose(ENTRY[name.split("/")[0]], overrides=[f"experiment={name}", *extra])
 
 
 @pytest.mark.parametrize("name", ROWS)

@@ -3,7 +3,8 @@
     L = sum_{i in {A, B}} [ lambda_img L_img(i) + lambda_glb L_glb(i) ]                                     (2)
 
 - ``L_img`` (Gaussian posterior with UniGrad's decorrelation, eq. 3): ``(mean_r ||p_r - t_r||^2 + w_neg mean_r
-  p_r^T F p_r) / Dd`` with ``F = T^T T / n`` all-reduced over ranks (:func:`repro_shared.ssl.dense_unigrad.dense_unigrad_terms`);
+  p_r^T F p_r) / Dd`` with ``F = T^T T / n`` all-reduced over ranks
+  (:func:`repro_shared.ssl.dense_unigrad.dense_unigrad_terms`);
   ``dense_loss="l2"`` drops the decorrelation term (``w_neg = 0``). A: intra-view (``lambda_intra``), B:
   inter-view (``lambda_inter``); both default to ``lambda_img = 1``.
 - ``L_glb`` (Boltzmann posterior): the softmax cross-entropy over the class embeddings (a linear classifier,

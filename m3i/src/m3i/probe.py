@@ -40,8 +40,9 @@ def _split(split: str, size: int, limit: int | None):
 @torch.no_grad()
 def extract(model, split: str, device: torch.device, *, size: int = 32, batch: int = 250,
             tokenizer=None, limit: int | None = None) -> dict[str, np.ndarray]:
-    """Dense tokens ``(n, N, D)``, their mean and max ``(n, 2D)``, the global feature ``(n, Dg)`` and (with a text tower and
-    ``tokenizer``) caption embeddings ``(n, Dg)`` of one shapes split (its first ``limit`` images), float32 numpy."""
+    """Dense tokens ``(n, N, D)``, their mean and max ``(n, 2D)``, the global feature ``(n, Dg)`` and (with a text
+    tower and ``tokenizer``) caption embeddings ``(n, Dg)`` of one shapes split (its first ``limit`` images), float32
+    numpy."""
     data = _split(split, size, limit)
     tf = eval_transform()
     bb = model.backbone
@@ -60,7 +61,8 @@ def extract(model, split: str, device: torch.device, *, size: int = 32, batch: i
     return res
 
 
-def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> tuple[float, np.ndarray]:
+def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+                 test_y: np.ndarray) -> tuple[float, np.ndarray]:
     """Logistic regression on standardised features; returns ``(top-1 in %, test predictions)``."""
     scaler = StandardScaler().fit(train_x)
     clf = LogisticRegression(C=1.0, max_iter=1000).fit(scaler.transform(train_x), train_y)

@@ -108,8 +108,12 @@ def make_shapes(n: int = 4000, size: int = 32, seed: int = 0, noise: float = 6.0
     # centre inside its quadrant and far enough from the border for the shape to fit
     half = s / 2
     qx, qy = quadrant % 2, quadrant // 2
-    cx = np.where(qx == 0, rng.uniform(r + 1, np.maximum(r + 1, half - 1)), rng.uniform(np.minimum(s - r - 1, half + 1), s - r - 1))
-    cy = np.where(qy == 0, rng.uniform(r + 1, np.maximum(r + 1, half - 1)), rng.uniform(np.minimum(s - r - 1, half + 1), s - r - 1))
+    low_half = rng.uniform(r + 1, np.maximum(r + 1, half - 1))      # drawn for every image (a fixed RNG order)
+    high_half = rng.uniform(np.minimum(s - r - 1, half + 1), s - r - 1)
+    cx = np.where(qx == 0, low_half, high_half)
+    low_half = rng.uniform(r + 1, np.maximum(r + 1, half - 1))
+    high_half = rng.uniform(np.minimum(s - r - 1, half + 1), s - r - 1)
+    cy = np.where(qy == 0, low_half, high_half)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
     dx = xx[None] - cx[:, None, None].astype(np.float32)
     dy = yy[None] - cy[:, None, None].astype(np.float32)

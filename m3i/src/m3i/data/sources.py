@@ -92,7 +92,8 @@ def index_tar_shard(path: str | Path) -> dict[str, np.ndarray]:
                 stem, _, ext = name.partition(".")
                 groups.setdefault(f"{folder}/{stem}", {})[ext.lower()] = (m.offset_data, m.size)
     except (OSError, tarfile.TarError) as e:
-        raise DataError(f"cannot read tar shard {path}: {e} (replace the shard or drop it from data.sources[].shards)") from e
+        raise DataError(f"cannot read tar shard {path}: {e} (replace the shard or drop it from "
+                        "data.sources[].shards)") from e
     img, txt = [], []
     for members in groups.values():
         ext = next((e for e in IMAGE_EXTS if e in members), None)
@@ -100,7 +101,8 @@ def index_tar_shard(path: str | Path) -> dict[str, np.ndarray]:
             continue
         img.append(members[ext])
         txt.append(members.get("txt", (-1, -1)))
-    return {"image": np.asarray(img, dtype=np.int64).reshape(-1, 2), "text": np.asarray(txt, dtype=np.int64).reshape(-1, 2)}
+    return {"image": np.asarray(img, dtype=np.int64).reshape(-1, 2),
+            "text": np.asarray(txt, dtype=np.int64).reshape(-1, 2)}
 
 
 class TarShardSource(Dataset):
@@ -116,7 +118,8 @@ class TarShardSource(Dataset):
         FileNotFoundError: no shard matches (names the patterns and the expected layout).
     """
 
-    LAYOUT = "WebDataset tar shards (img2dataset output): <key>.jpg + <key>.txt per sample, e.g. /data/laion/{00000..41407}.tar"
+    LAYOUT = ("WebDataset tar shards (img2dataset output): <key>.jpg + <key>.txt per sample, "
+              "e.g. data.sources[0].shards=['/data/laion400m/*.tar']")
 
     def __init__(self, shards: Sequence[str] | str, *, index_dir: str | None = None, skip_corrupt: bool = False):
         patterns = [shards] if isinstance(shards, str) else list(shards)
@@ -227,7 +230,8 @@ class WeightedSourceSampler(ResumableBatchSampler):
                  world_size: int | None = None):
         w = np.asarray(sizes if weights is None else weights, dtype=np.float64)
         if len(w) != len(sizes) or (w < 0).any() or w.sum() <= 0:
-            raise ValueError(f"source weights must be {len(sizes)} non-negative numbers with a positive sum, got {weights}")
+            raise ValueError(f"source weights must be {len(sizes)} non-negative numbers with a positive sum, "
+                             f"got {weights}")
         if any(n == 0 and wi > 0 for n, wi in zip(sizes, w)):
             raise ValueError(f"a source with a positive weight is empty (sizes {list(sizes)})")
         total = int(epoch_size or sum(sizes))

@@ -11,7 +11,8 @@ so released checkpoints load key for key (``m3i-convert``)::
         res-post-norm (H):      x + DP(res_post_norm1(dcn(norm1(x))));  x + DP(res_post_norm2(mlp(norm2(x))))
     head, T/S/B/L/XL:   conv_head (1x1 conv C4 -> 1.5 C4, BN, GELU) - avg pool - head (Linear)
     head, H/G (use_clip_projector): dcnv3_head_x4 (1x1 conv C4 -> 4*1024, PixelShuffle 2) + dcnv3_head_x3 (1x1 conv
-        C3 -> 1024): a stride-16 1024-ch map -> clip_projector (attention pooling, 16 heads, 1024 -> 768) - fc_norm - head
+        C3 -> 1024): a stride-16 1024-ch map -> clip_projector (attention pooling, 16 heads, 1024 -> 768)
+        - fc_norm - head
 
 All norms are LayerNorm(eps 1e-6) except where ``norm_layer='BN'`` is asked for (stem, downsample, DCN branch).
 ``with_cp`` checkpoints the activations of every block of every stage (the official ``USE_CHECKPOINT``).
@@ -167,7 +168,8 @@ class InternImageBlock(nn.Module):
             self.norm = build_norm_layer(channels, "LN")
         self.post_norm_block_ids = list(post_norm_block_ids) if post_norm_block_ids is not None else None
         if self.post_norm_block_ids is not None:
-            self.post_norms = nn.ModuleList(build_norm_layer(channels, "LN", eps=1e-6) for _ in self.post_norm_block_ids)
+            self.post_norms = nn.ModuleList(build_norm_layer(channels, "LN", eps=1e-6)
+                                            for _ in self.post_norm_block_ids)
         self.downsample = DownsampleLayer(channels, norm_layer) if downsample else None
 
     def forward(self, x: torch.Tensor, return_wo_downsample: bool = False):

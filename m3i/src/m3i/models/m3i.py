@@ -68,7 +68,8 @@ class M3IOutput(NamedTuple):
 
 
 def mix_pixels(x_a: torch.Tensor, x_b: torch.Tensor, mix: torch.Tensor, patch: int) -> torch.Tensor:
-    """Pixel mix at stride ``patch``: images ``(B, 3, S, S)``, ``mix (B, N)`` True = A, row-major -> ``(B, 3, S, S)``."""
+    """Pixel mix at stride ``patch``: images ``(B, 3, S, S)``, ``mix (B, N)`` (True = A, row-major) ->
+    ``(B, 3, S, S)``."""
     g = x_a.shape[-1] // patch
     m = mix.view(-1, 1, g, 1, g, 1).expand(-1, 1, g, patch, g, patch).reshape(-1, 1, g * patch, g * patch)
     return torch.where(m, x_a, x_b)
@@ -141,8 +142,8 @@ class M3IModel(nn.Module):
             self.predictor = _blocks(decoder_dim, predictor_depth, decoder_heads)
             self.decoder_pred = nn.Linear(decoder_dim, decoder_dim)
             self.decoder_pos_mlp = nn.Linear(2 * decoder_dim, decoder_dim)
-            self.register_buffer("decoder_pos_embed", absolute_sincos_embedding(decoder_dim, grid_size, cls_token=False),
-                                 persistent=False)
+            table = absolute_sincos_embedding(decoder_dim, grid_size, cls_token=False)
+            self.register_buffer("decoder_pos_embed", table, persistent=False)
             identity = torch.tensor([[0.0, 0.0, 1.0, 1.0, 0.0, 1.0]])  # view 2 = view 1
             self.register_buffer("identity_query_pos", relative_sincos_embedding(identity, decoder_dim, grid_size),
                                  persistent=False)

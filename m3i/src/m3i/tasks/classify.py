@@ -91,7 +91,8 @@ def load_backbone_weights(model: torch.nn.Module, path, cfg: DictConfig, log) ->
     """Load a backbone (official InternImage file, converted weights, or an ``m3i-pretrain`` checkpoint's online /
     target backbone per ``init.branch``) into ``model``; the classifier head and the pre-training global head are
     left out. Keys of the trunk that do not fit are an error."""
-    sd = read_state_dict(path, trust=bool(cfg.get("trust_checkpoint", False)), branch=str(cfg.init.get("branch", "online")))
+    sd = read_state_dict(path, trust=bool(cfg.get("trust_checkpoint", False)),
+                         branch=str(cfg.init.get("branch", "online")))
     target = model.backbone if isinstance(model, LinearProbe) else model
     skip = ("head.", "clip_projector.", "fc_norm.") if cfg.model.backbone == "vit" else ("head.",)
     own = target.state_dict()
@@ -192,8 +193,9 @@ def run_classifier(cfg: DictConfig, mode: str) -> dict:
                         label_smoothing=float(a.smoothing)) if mode == "finetune" else None
     from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
+    smoothing = float(a.get("smoothing", 0.0))
     criterion = SoftTargetCrossEntropy() if mixup is not None else (
-        LabelSmoothingCrossEntropy(float(a.smoothing)) if float(a.get("smoothing", 0.0)) > 0 else torch.nn.CrossEntropyLoss())
+        LabelSmoothingCrossEntropy(smoothing) if smoothing > 0 else torch.nn.CrossEntropyLoss())
     ema = None
     if mode == "finetune" and t.get("ema"):
         from timm.utils import ModelEmaV3
@@ -229,7 +231,8 @@ def run_classifier(cfg: DictConfig, mode: str) -> dict:
             results.update(top1=ev["top1"], top5=ev["top5"], max_top1=max(results.get("max_top1", 0.0), ev["top1"]))
             if ema is not None:
                 ev_ema = evaluate_classifier(ema.module, val_loader, device)
-                results.update(ema_top1=ev_ema["top1"], max_ema_top1=max(results.get("max_ema_top1", 0.0), ev_ema["top1"]))
+                results.update(ema_top1=ev_ema["top1"],
+                               max_ema_top1=max(results.get("max_ema_top1", 0.0), ev_ema["top1"]))
             log.info("epoch %d | loss %.4f | top1 %.2f%s", epoch, tr["loss"], ev["top1"],
                      f" | EMA top1 {results['ema_top1']:.2f}" if ema is not None else "")
         ctx.metrics.log({"train_loss": tr["loss"], "epoch": epoch, **{k: results[k] for k in ("top1", "ema_top1")

@@ -90,7 +90,8 @@ def _deepspeed(cfg: DictConfig, model: M3IModel, optimizer):
     ds = cfg.train.get("deepspeed")
     if ds is None or not ds.get("enabled", False):
         return None
-    overrides = dict(OmegaConf.to_container(ds.get("config_overrides") or {}, resolve=True))
+    node = ds.get("config_overrides")
+    overrides = dict(OmegaConf.to_container(node, resolve=True)) if node is not None else {}
     zero = overrides.setdefault("zero_optimization", {})
     zero["stage"] = int(ds.zero_stage)
     if ds.get("offload"):
@@ -150,7 +151,8 @@ def run_pretrain(cfg: DictConfig) -> dict:
         log.info("resumed from step %d (epoch %d, batch %d of %d)", step, step // iters, step % iters, iters)
     probe_on = bool(cfg.probe.enabled)
     if step == 0 and probe_on and bool(cfg.probe.at_init):
-        results.update({f"{k}_init": v for k, v in evaluate_probes(model, device, tokenizer=tokenizer, limit=cfg.probe.get("limit")).items()})
+        init = evaluate_probes(model, device, tokenizer=tokenizer, limit=cfg.probe.get("limit"))
+        results.update({f"{k}_init": v for k, v in init.items()})
         log.info("probes before training: %s", {k: round(v, 2) for k, v in results.items()})
     log.info("lr %.3g (global batch %d), %d steps per epoch, %d epochs", lr, int(t.batch_size) * ws, iters,
              int(t.epochs))
