@@ -1,6 +1,7 @@
 """Engine: lr schedule offsets vs the official loops, lr groups, clipping, NaN stops, data errors."""
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -188,7 +189,7 @@ def test_unreadable_image_is_named_or_skipped_and_counted(tmp_path, caplog):
     skip = build_dataset(OmegaConf.merge(cfg.data, {"skip_corrupt": True}), "train", train=True)
     with caplog.at_level(logging.WARNING):
         assert skip[1] is None
-    assert bad.name in caplog.text
+    assert bad.name in caplog.text and "set data.skip_corrupt=true" not in caplog.text  # it is already set
     torch.manual_seed(0)
     model = build_detector(cfg.model, cfg.loss, num_classes=3)
     loader = build_loader(skip, batch_size=4, seed=0, collate_fn=SkipNoneCollate(collate))
@@ -200,6 +201,19 @@ def test_unreadable_image_is_named_or_skipped_and_counted(tmp_path, caplog):
         step = train_one_epoch(model, loader, opt, build_scheduler(opt, cfg.train, 2), torch.device("cpu"), epoch=0,
                                step=0, log=log)
     assert step == 2 and "epoch 0: 1 unreadable training images were skipped" in caplog.text
+
+
+def test_corrupt_or_foreign_annotation_file_is_named(tmp_path):
+    """A truncated instances JSON used to surface as a bare ``JSONDecodeError`` without the file name."""
+    cfg = _cfg(tmp_path, "data.num_train=8")
+    build_dataset(cfg.data, "train", train=True)  # generates the shapes files
+    ann = Path(cfg.data.root) / "annotations" / "instances_train.json"
+    ann.write_text(ann.read_text()[:300])
+    with pytest.raises(DataError, match=rf"{ann}.*not valid JSON.*download or regenerate"):
+        build_dataset(cfg.data, "train", train=True)
+    ann.write_text('{"images": []}')
+    with pytest.raises(DataError, match=rf"{ann} is not a COCO instances file: it has no 'annotations', 'categories'"):
+        build_dataset(cfg.data, "train", train=True)
 
 
 def test_unknown_optimizer_lists_the_known_ones():

@@ -9,6 +9,8 @@ An unreadable image is an error naming the file, or with ``skip_corrupt`` a warn
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import random
@@ -33,7 +35,8 @@ class CocoDetection(Dataset):
 
     Raises:
         FileNotFoundError: the annotation file or the image folder is missing (names it and the layout).
-        repro_shared.data.DataError: an image cannot be read (names the file), unless ``skip_corrupt``.
+        repro_shared.data.DataError: the annotation file is not a COCO instances JSON, or an image cannot be
+            read (names the file; images only: unless ``skip_corrupt``).
     """
 
     def __init__(self, image_dir: str | Path, ann_file: str | Path, transforms=None, train: bool = False,
@@ -44,7 +47,7 @@ class CocoDetection(Dataset):
         if not image_dir.is_dir():
             raise FileNotFoundError(f"image folder {image_dir} not found; expected the COCO layout {COCO_LAYOUT}")
         self.image_dir, self.transforms, self.train, self.skip_corrupt = image_dir, transforms, train, skip_corrupt
-        self.coco = COCO(str(ann_file))
+        self.coco = load_coco(ann_file)
         self.cat_ids = sorted(self.coco.getCatIds())
         self.cat_to_label = {c: i for i, c in enumerate(self.cat_ids)}
         ids = sorted(self.coco.getImgIds())
@@ -64,7 +67,7 @@ class CocoDetection(Dataset):
         except DataError as e:
             if not self.skip_corrupt:
                 raise
-            _log.warning("skipping unreadable image (data.skip_corrupt=true): %s", e)
+            _log.warning("skipping unreadable image (data.skip_corrupt=true): %s", e.reason)
             return None
         anns = [a for a in self.coco.loadAnns(self.coco.getAnnIds(imgIds=img_id))
                 if not a.get("iscrowd", 0) and a["bbox"][2] >= 1 and a["bbox"][3] >= 1]
@@ -77,6 +80,29 @@ class CocoDetection(Dataset):
             image, target = self.transforms(image, target)
         return image, {"boxes": target["boxes"].as_subclass(torch.Tensor).float(), "labels": target["labels"],
                        "image_id": torch.tensor(img_id)}
+
+
+def load_coco(ann_file: str | Path) -> COCO:
+    """pycocotools ``COCO`` index of an instances file, quietly.
+
+    Raises:
+        repro_shared.data.DataError: the file is not valid JSON (truncated download, ...) or lacks one of the
+            ``images`` / ``annotations`` / ``categories`` lists of a COCO instances file; names the file.
+    """
+    try:
+        data = json.loads(Path(ann_file).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"COCO annotation file {ann_file} is not valid JSON ({e}); it is probably truncated or "
+                        "corrupt: download or regenerate it") from e
+    missing = [k for k in ("images", "annotations", "categories") if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise DataError(f"COCO annotation file {ann_file} is not a COCO instances file: it has no "
+                        f"{', '.join(repr(k) for k in missing)} list; expected the layout {COCO_LAYOUT}")
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
+        coco.createIndex()
+    return coco
 
 
 def collate(batch):
