@@ -60,7 +60,6 @@ def prepare_reference(val_dir: str | Path, out_dir: str | Path, size: int = 256)
     Raises:
         FileNotFoundError: if ``val_dir`` holds no images.
     """
-    from PIL import Image
     from torchvision import transforms
 
     from repro_shared.data import load_image
