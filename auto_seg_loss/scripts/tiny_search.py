@@ -1,8 +1,9 @@
 """Tiny search on shapes (CPU, a few minutes) + an honest check of its result (spec §8.4).
 
-Runs ``asl-search`` with the default tiny config (BF1, 3 rounds x 8 samples, 60-iteration proxy
-trainings), then re-scores the identity curves, the released BF1 curves and the final searched mu with
-fresh proxy seeds the search never saw. Prints one JSON line per scored loss.
+Runs ``asl-search`` on shapes with the README's tiny-search settings (``TINY_SEARCH``: BF1, 3 rounds x 8
+samples, 60-iteration proxy trainings; larger than the one-minute ``asl-search`` default; overrides given
+on the command line win), then re-scores the identity curves, the released BF1 curves and the final
+searched mu with fresh proxy seeds the search never saw. Prints one JSON line per scored loss.
 
 Usage: python scripts/tiny_search.py [--out outputs/tiny_search] [--fresh-seeds 10 11] [overrides ...]
 """
@@ -20,13 +21,16 @@ from auto_seg_loss.cli import _proxy_datasets, compose, proxy_reward, run_search
 from auto_seg_loss.losses import SEARCHED_CONTROL_POINTS, identity_control_points
 
 
+TINY_SEARCH = ["search.rounds=3", "search.samples_per_round=8", "proxy.iters=60"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="outputs/tiny_search")
     ap.add_argument("--fresh-seeds", type=int, nargs="+", default=[10, 11])
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
-    cfg = compose("search", list(args.overrides) + [f"output_dir={args.out}"])
+    cfg = compose("search", TINY_SEARCH + list(args.overrides) + [f"output_dir={args.out}"])
     history = run_search(cfg)
     print(json.dumps({"search": history}))
     found = OmegaConf.load(Path(args.out) / "searched_control_points.yaml").control_points

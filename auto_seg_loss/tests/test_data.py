@@ -50,7 +50,7 @@ def test_voc_aug_layout_and_pipelines(tmp_path):
     assert set(torch.unique(y).tolist()) <= {0, 5, 255}
     xv, yv = VOCAugDataset(root, "val", EvalPipeline((200, 50)))[0]
     assert yv.shape == (60, 100) and xv.shape[1:] == (50, 83)  # keep ratio to fit (200, 50); label untouched
-    with pytest.raises(FileNotFoundError, match="expected the layout"):
+    with pytest.raises(FileNotFoundError, match="expected layout"):
         VOCAugDataset(tmp_path / "missing", "val")
     with pytest.raises(ValueError, match="unknown VOC split"):
         VOCAugDataset(root, "test")

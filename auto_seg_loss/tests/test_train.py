@@ -215,5 +215,5 @@ def test_bad_config_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint"):
         run_eval(cfg)
     cfg = compose("train", ["data=voc_aug", "data.root=/nonexistent", f"output_dir={tmp_path / 'v'}"])
-    with pytest.raises(FileNotFoundError, match="expected the layout"):
+    with pytest.raises(FileNotFoundError, match="expected layout"):
         run_train(cfg)

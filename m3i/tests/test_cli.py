@@ -83,8 +83,8 @@ def test_pretrain_resume_after_sigkill_mid_epoch_is_exact(tmp_path):
 @pytest.mark.slow
 def test_finetune_resume_after_sigkill_mid_epoch_is_exact(tmp_path):
     """Fine-tuning with Mixup/CutMix, RandAugment, random erasing and drop path, InternImage-style EMA."""
-    over = [*TINY_FT, "train.checkpoint_every=1", "train.ema=0.99"]
-    assert check_exact_resume(tmp_path, "finetune", over, kill_after=3, iters=2, last=4) == 3
+    over = [*TINY_FT, "train.epochs=3", "train.checkpoint_every=1", "train.ema=0.99"]
+    assert check_exact_resume(tmp_path, "finetune", over, kill_after=4, iters=2, last=6) == 3
 
 
 def test_pretrain_writes_probes_and_a_nan_prediction_stops_with_the_step_and_term(tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ from repro_shared.data import ResumableLoader, SkipNoneCollate, build_loader
 from torch.utils.data import default_collate
 
 from . import engine
-from .data import build_dataset
+from .data import build_dataset, data_root
 from .data.datasets import VOCAugDataset
 from .data.shapes import ShapesSegDataset
 from .data.transforms import ShortSideCenterCropPipeline, TrainPipeline
@@ -89,11 +89,31 @@ def _evaluator(cfg_eval, data_cfg) -> SegEvaluator:
     return SegEvaluator(data_cfg.num_classes, data_cfg.ignore_index, cfg_eval.drop_bg, cfg_eval.tol, cfg_eval.radius)
 
 
+def _check_entry_point(cfg: DictConfig, entry: str) -> None:
+    """Refuse a config meant for the other entry point (``experiment=search_voc_*`` is for ``asl-search``,
+    ``experiment=voc_*`` / ``cityscapes_*`` for ``asl-train``): their keys would otherwise be ignored silently.
+
+    Raises:
+        ValueError: naming the entry point the config belongs to.
+    """
+    foreign = ("search", "proxy") if entry == "asl-train" else ("loss", "optim", "train")
+    if any(k in cfg for k in foreign):
+        other = "asl-search" if entry == "asl-train" else "asl-train"
+        kinds = "search_voc_*" if entry == "asl-train" else "voc_* / cityscapes_*"
+        raise ValueError(f"this config is for {other} (it has {', '.join(k for k in foreign if k in cfg)} settings): "
+                         f"run experiment={kinds} with {other}; {entry} takes the other experiments")
+
+
 def run_train(cfg: DictConfig) -> dict:
     """Train a segmenter with one loss and evaluate all six metrics; writes ``metrics.json``.
 
     Outside Hydra (tests, scripts) the output folder is ``cfg.output_dir``. Paper rows refuse to start
-    (before anything is built or written) until ``init.path`` names their ImageNet weights."""
+    (before anything is built or written) until ``init.path`` names their ImageNet weights.
+
+    Raises:
+        ValueError: a search experiment (``experiment=search_voc_*``) given to ``asl-train``.
+    """
+    _check_entry_point(cfg, "asl-train")
     init_path = run.check_required_init(cfg.get("init"))
     ctx = run.setup_run(cfg, name="auto_seg_loss")
     t0 = time.perf_counter()
@@ -148,11 +168,16 @@ def run_train(cfg: DictConfig) -> dict:
 
 
 def run_eval(cfg: DictConfig) -> dict:
-    """Evaluate a trained checkpoint on the validation split; writes ``metrics.json``."""
+    """Evaluate a trained checkpoint on the validation split; writes ``metrics.json``.
+
+    Raises:
+        FileNotFoundError: ``checkpoint`` unset or not a file.
+    """
+    path = None if OmegaConf.is_missing(cfg, "checkpoint") else Path(str(cfg.checkpoint))
+    if path is None or not path.is_file():
+        raise FileNotFoundError(f"checkpoint={path if path else '???'} is not a file; pass "
+                                "checkpoint=<run dir>/checkpoints/ckpt_<iter>.pt (an asl-train checkpoint)")
     ctx = run.setup_run(cfg, name="auto_seg_loss")
-    path = Path(str(cfg.checkpoint))
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found; pass checkpoint=<run dir>/checkpoints/ckpt_<iter>.pt")
     model = build_model(cfg.model, cfg.data.num_classes).to(ctx.device)
     checkpoint.load_checkpoint(path, model=model, restore_rng=False)
     ds = build_dataset(cfg.data, cfg.data.val_split, train=False)
@@ -176,14 +201,14 @@ def _proxy_datasets(cfg):
         raise ValueError(f"search supports data=shapes or data=voc_aug, got {d.name!r}")
     train_pipe = TrainPipeline(p.img_scale, d.ratio_range, p.crop_size, d.cat_max_ratio)
     test_pipe = ShortSideCenterCropPipeline(min(p.crop_size))
-    skip = d.skip_corrupt
+    skip, root = d.skip_corrupt, data_root(d)
     if p.reward_split == "val":  # official behaviour (reward on the reporting split)
-        return VOCAugDataset(d.root, "train_aug", train_pipe, skip), VOCAugDataset(d.root, "val", test_pipe, skip)
-    full = VOCAugDataset(d.root, "train_aug", train_pipe, skip)
+        return VOCAugDataset(root, "train_aug", train_pipe, skip), VOCAugDataset(root, "val", test_pipe, skip)
+    full = VOCAugDataset(root, "train_aug", train_pipe, skip)
     perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(p.get("split_seed", 0))).tolist()
     held, rest = perm[: p.heldout_size], perm[p.heldout_size:]
     return (torch.utils.data.Subset(full, rest),
-            torch.utils.data.Subset(VOCAugDataset(d.root, "train_aug", test_pipe, skip), held))
+            torch.utils.data.Subset(VOCAugDataset(root, "train_aug", test_pipe, skip), held))
 
 
 def proxy_reward(cfg: DictConfig, control_points, train_ds, reward_ds, device, seeds=None, init_path=None) -> float:
@@ -212,10 +237,18 @@ def proxy_reward(cfg: DictConfig, control_points, train_ds, reward_ds, device, s
 
 
 def run_search(cfg: DictConfig) -> dict:
-    """PPO search of the surrogate's curves; resumable (rerun with the same ``hydra.run.dir``)."""
+    """PPO search of the surrogate's curves; resumable (rerun with the same ``hydra.run.dir``).
+
+    Raises:
+        ValueError: unknown ``metric``, a training experiment (``experiment=voc_*``) given to ``asl-search``,
+            or a state file in the output folder written with other search / proxy settings.
+    """
+    _check_entry_point(cfg, "asl-search")
+    metric = cfg.metric
+    if metric not in NUM_PIECES:
+        raise ValueError(f"unknown metric={metric!r}; choose one of {list(NUM_PIECES)}")
     init_path = run.check_required_init(cfg.get("init"))
     ctx = run.setup_run(cfg, name="auto_seg_loss")
-    metric = cfg.metric
     n_pieces = NUM_PIECES[metric]
     train_ds, reward_ds = _proxy_datasets(cfg)
 
@@ -228,7 +261,11 @@ def run_search(cfg: DictConfig) -> dict:
         return r
 
     scfg = SearchConfig(**OmegaConf.to_container(cfg.search, resolve=True))
-    searcher = PPOSearch(identity_theta(n_pieces, NUM_CURVES[metric]), scfg, ctx.out_dir / "search_state.pt")
+    data = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in ("root", "skip_corrupt")}
+    context = {"metric": metric, "proxy": OmegaConf.to_container(cfg.proxy, resolve=True), "data": data,
+               "model": OmegaConf.to_container(cfg.model, resolve=True)}  # what a reward depends on
+    searcher = PPOSearch(identity_theta(n_pieces, NUM_CURVES[metric]), scfg, ctx.out_dir / "search_state.pt",
+                         context=context)
     if searcher.round or searcher.rewards:
         ctx.log.info("resuming search at round %d (%d rewards of it done)", searcher.round, len(searcher.rewards))
 

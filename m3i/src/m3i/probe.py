@@ -9,7 +9,10 @@ Features come from the online backbone on the un-augmented 32 px images of ``pro
 - **attribute**: the same probe for the three attributes the labels do not encode (size bucket, position
   quadrant, background texture), top-1 of each and their mean;
 - **dense**: a per-token logistic regression predicting foreground (the token's 4x4 pixel cell is more than
-  half shape) from the token alone; mIoU over {background, foreground} on the test tokens;
+  half shape) from the token alone; mIoU over {background, foreground} on the test tokens (the spec's probe);
+- **seg**: the same per-token probe for 6 classes (background or the kind of the shape covering the cell), mIoU
+  over the 6 classes: a harder dense probe, since foreground alone is nearly linearly separable from a cell's
+  colours;
 - **retrieval** (text-trained models only): image -> caption R@1 over the 1000 test captions, with the image's
   pooled global feature and the text tower; a hit is a retrieved caption with the same text (the templates
   repeat, so several images share a caption);
@@ -29,7 +32,7 @@ from sklearn.preprocessing import StandardScaler
 from .data.shapes import shapes_split
 from .data.views import eval_transform
 
-__all__ = ["extract", "linear_probe", "miou_binary", "evaluate_probes"]
+__all__ = ["extract", "linear_probe", "miou", "evaluate_probes"]
 
 
 def _split(split: str, size: int, limit: int | None):
@@ -70,14 +73,14 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
     return float((pred == test_y).mean() * 100.0), pred
 
 
-def miou_binary(pred: np.ndarray, target: np.ndarray) -> float:
-    """Mean IoU over the classes {0, 1} in %, from boolean / 0-1 arrays of any shape."""
-    pred, target = pred.astype(bool).ravel(), target.astype(bool).ravel()
+def miou(pred: np.ndarray, target: np.ndarray, num_classes: int) -> float:
+    """Mean IoU in % over the classes ``0..num_classes-1`` that occur in ``target`` or ``pred`` (int arrays)."""
+    pred, target = pred.astype(np.int64).ravel(), target.astype(np.int64).ravel()
     ious = []
-    for cls in (False, True):
-        inter = np.sum((pred == cls) & (target == cls))
+    for cls in range(num_classes):
         union = np.sum((pred == cls) | (target == cls))
-        ious.append(inter / union if union else 1.0)
+        if union:
+            ious.append(np.sum((pred == cls) & (target == cls)) / union)
     return float(np.mean(ious) * 100.0)
 
 
@@ -87,6 +90,11 @@ def _token_labels(masks: np.ndarray, grid: int) -> np.ndarray:
     cell = s // grid
     frac = masks.reshape(n, grid, cell, grid, cell).mean(axis=(2, 4))
     return (frac > 0.5).reshape(n, -1)
+
+
+def _token_kinds(masks: np.ndarray, kind: np.ndarray, grid: int) -> np.ndarray:
+    """0 for background tokens, ``1 + kind`` for foreground ones -> int64 ``(n, grid*grid)``."""
+    return _token_labels(masks, grid).astype(np.int64) * (1 + kind[:, None])
 
 
 def evaluate_probes(model, device: torch.device, *, size: int = 32, tokenizer=None,
@@ -107,7 +115,10 @@ def evaluate_probes(model, device: torch.device, *, size: int = 32, tokenizer=No
     ytr, yte = _token_labels(dtr.masks, grid), _token_labels(dte.masks, grid)
     d = tr["tokens"].shape[-1]
     _, pred = linear_probe(tr["tokens"].reshape(-1, d), ytr.ravel(), te["tokens"].reshape(-1, d), yte.ravel())
-    res["probe_dense_miou"] = miou_binary(pred, yte.ravel())
+    res["probe_dense_miou"] = miou(pred, yte.ravel(), 2)
+    ktr, kte = _token_kinds(dtr.masks, dtr.kind, grid), _token_kinds(dte.masks, dte.kind, grid)
+    _, pred = linear_probe(tr["tokens"].reshape(-1, d), ktr.ravel(), te["tokens"].reshape(-1, d), kte.ravel())
+    res["probe_seg_miou"] = miou(pred, kte.ravel(), 6)
     res["probe_mean"] = float(np.mean([res["probe_class_top1"], res["probe_attr_top1"], res["probe_dense_miou"]]))
     if "text" in te and "global" in te:
         img = te["global"] / np.linalg.norm(te["global"], axis=1, keepdims=True)

@@ -2,23 +2,57 @@
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, DistributedSampler
 
 from repro_shared import checkpoint, dist, run
-from repro_shared.data import SkipNoneCollate, build_loader, check_dataset_size
+from repro_shared.data import DataError, SkipNoneCollate, build_loader, check_dataset_size
+from repro_shared.guards import NonFiniteError
 
+from .config_diff import RESUME_MAY_CHANGE, config_differences
 from .data.build import build_dataset
 from .data.coco import collate
 from .engine import evaluate as coco_eval_loop
 from .engine import train_one_epoch
 from .models.build import build_detector
 from .optim import build_optimizer, build_scheduler
+
+
+# Errors that report bad input or a diverged run in their message: the entry points print that message
+# alone (a traceback adds nothing for the user); HYDRA_FULL_ERROR=1 keeps the traceback.
+USER_ERRORS = (FileNotFoundError, ValueError, DataError, checkpoint.CheckpointError, NonFiniteError)
+
+
+def report_user_errors(main):
+    """Decorator for a Hydra task function: a :data:`USER_ERRORS` exception becomes one line
+    ``error: <message>`` on stderr (and in the run's ``log.txt``) and exit status 1."""
+
+    @functools.wraps(main)
+    def wrapper(cfg: DictConfig) -> None:
+        try:
+            main(cfg)
+        except USER_ERRORS as e:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            log = logging.getLogger("param_ap_loss")
+            record = log.makeRecord(log.name, logging.ERROR, __file__, 0, f"{type(e).__name__}: %s", (e,), None)
+            for handler in log.handlers:
+                if isinstance(handler, logging.FileHandler):
+                    handler.handle(record)
+            print(f"error: {e}\n(HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr)
+            raise SystemExit(1) from None
+
+    return wrapper
 
 
 def eval_loader(ds, batch_size: int, num_workers: int = 0) -> DataLoader:
@@ -28,6 +62,30 @@ def eval_loader(ds, batch_size: int, num_workers: int = 0) -> DataLoader:
     sampler = DistributedSampler(ds, shuffle=False) if dist.get_world_size() > 1 else None
     return DataLoader(ds, batch_size=batch_size, shuffle=False, sampler=sampler, num_workers=num_workers,
                       collate_fn=SkipNoneCollate(collate), drop_last=False)
+
+
+def _resume(cfg: DictConfig, ckpt_dir, model, optimizer, sched) -> int:
+    """Optimizer steps already done: 0, or the step of the checkpoint ``train.resume`` names.
+
+    Raises:
+        ValueError: ``train.resume=auto`` found a checkpoint of a run with another configuration (this
+            output folder belongs to another run); lists the differing keys.
+    """
+    spec = cfg.train.get("resume")
+    if ckpt_dir is None or not spec:
+        return 0
+    state = checkpoint.resume(ckpt_dir, spec, model=dist.unwrap_model(model), optimizer=optimizer,
+                              scheduler=sched, restore_rng=False)
+    if state is None:
+        return 0
+    if str(spec) == "auto" and isinstance(state.get("config"), dict):
+        diff = config_differences(state["config"], OmegaConf.to_container(cfg, resolve=True), RESUME_MAY_CHANGE)
+        if diff:
+            raise ValueError(f"train.resume=auto found a checkpoint in {ckpt_dir} of a run with another configuration "
+                             f"({'; '.join(diff[:8])}{'; ...' if len(diff) > 8 else ''}): this output folder belongs "
+                             "to another run. Use a new folder (hydra.run.dir=...), or train.resume=<path to the "
+                             "checkpoint> to start from it on purpose")
+    return int(state["step"])
 
 
 def pap_heads(model) -> dict[str, Any]:
@@ -51,8 +109,9 @@ def train_and_evaluate(cfg: DictConfig, device: torch.device, log=None, metrics=
     Initial weights required by the config (``init.required``) are checked before anything is built.
     Training is exactly resumable: the loader and every step's randomness are derived from
     ``(cfg.seed, epoch, batch / step)``; checkpoints (``train.ckpt_every`` epochs and/or
-    ``train.ckpt_every_steps`` optimizer steps, also mid-epoch) hold model, optimizer, scheduler and
-    the step, and ``train.resume=auto`` continues from the newest valid one bit-identically.
+    ``train.ckpt_every_steps`` optimizer steps, also mid-epoch, and always the final step) hold model,
+    optimizer, scheduler and the step, and ``train.resume=auto`` continues from the newest valid one
+    bit-identically (refused when that checkpoint's config differs, see :data:`RESUME_MAY_CHANGE`).
     ``pap_override`` maps a head name to (control points (5, 12), lambda) set on that head's PAPLoss
     before training (how the search trains each sampled loss).
     """
@@ -74,14 +133,9 @@ def train_and_evaluate(cfg: DictConfig, device: torch.device, log=None, metrics=
     optimizer = build_optimizer(model, tc)
     sched = build_scheduler(optimizer, tc, len(loader))
     model = dist.wrap_model(model, "ddp")
-    step = 0
-    if ckpt_dir is not None and tc.get("resume"):
-        state = checkpoint.resume(ckpt_dir, tc.resume, model=dist.unwrap_model(model), optimizer=optimizer,
-                                  scheduler=sched, restore_rng=False)
-        if state is not None:
-            step = int(state["step"])
-            if log is not None:
-                log.info("resumed from step %d (epoch %d, batch %d)", step, *divmod(step, len(loader)))
+    step = _resume(cfg, ckpt_dir, model, optimizer, sched)
+    if step and log is not None:
+        log.info("resumed from step %d (epoch %d, batch %d)", step, *divmod(step, len(loader)))
     start_epoch, start_batch = divmod(step, len(loader))
     saved = {"step": step}
 
@@ -107,6 +161,7 @@ def train_and_evaluate(cfg: DictConfig, device: torch.device, log=None, metrics=
             save(step, epoch + 1)
         if max_iters is not None and step >= max_iters:
             break
+    save(step, step // len(loader))  # the trained detector, for pap-eval (no-op if just saved)
     result = coco_eval_loop(dist.unwrap_model(model), eval_loader(val_ds, int(cfg.eval.batch_size),
                                                                   int(tc.num_workers)), device, val_ds)
     result.update(train_time_s=time.time() - t0, iters=step)
@@ -114,6 +169,7 @@ def train_and_evaluate(cfg: DictConfig, device: torch.device, log=None, metrics=
 
 
 @hydra.main(version_base=None, config_path="configs", config_name="train")
+@report_user_errors
 def train(cfg: DictConfig) -> None:
     """Train a detector on ``cfg.data`` and write the val COCO metrics to ``metrics.json``."""
     ctx = run.setup_run(cfg, name="param_ap_loss")
@@ -123,22 +179,70 @@ def train(cfg: DictConfig) -> None:
     run.write_metrics(ctx.out_dir, result)
 
 
-@hydra.main(version_base=None, config_path="configs", config_name="train")
+def find_eval_checkpoint(path: str | Path) -> Path:
+    """``eval.checkpoint`` as a file: a ``ckpt_*.pt`` as given, or the newest valid checkpoint of a run
+    folder (``<run>/checkpoints``) or of a checkpoints folder.
+
+    Raises:
+        FileNotFoundError: nothing at ``path``, or a folder without a valid checkpoint.
+    """
+    p = Path(str(path)).expanduser()
+    if p.is_dir():
+        folder = p / "checkpoints" if (p / "checkpoints").is_dir() else p
+        found = checkpoint.find_latest_checkpoint(folder)
+        if found is None:
+            raise FileNotFoundError(f"eval.checkpoint={str(path)!r}: no valid ckpt_*.pt in {folder} (pap-train writes "
+                                    "<run folder>/checkpoints/ckpt_<step>.pt at the end of training)")
+        return found
+    if not p.exists():
+        raise FileNotFoundError(f"eval.checkpoint={str(path)!r} does not exist; pass a pap-train run folder or "
+                                "one of its checkpoints/ckpt_<step>.pt")
+    return p
+
+
+def load_for_eval(model, path: Path, cfg: DictConfig) -> None:
+    """Load the weights of checkpoint ``path`` into ``model`` (built from ``cfg``).
+
+    Raises:
+        repro_shared.checkpoint.CheckpointError: the file is incomplete or corrupt, or it holds another detector;
+            then the message lists how the checkpoint's ``model`` / ``loss`` / ``data`` config differs from ``cfg``.
+    """
+    try:
+        checkpoint.load_checkpoint(path, model=model, restore_rng=False)
+    except checkpoint.CheckpointError as e:
+        if "does not fit the model" not in str(e):
+            raise
+        saved = torch.load(path, map_location="cpu", weights_only=True).get("config") or {}
+        here = OmegaConf.to_container(cfg, resolve=True)
+        keys = ("model", "loss", "data")  # data: the number of classes comes from the dataset
+        diff = config_differences({k: saved.get(k) for k in keys}, {k: here[k] for k in keys},
+                                  tuple(k for k in RESUME_MAY_CHANGE if k.startswith("data.")))
+        raise checkpoint.CheckpointError(
+            f"{path} holds another detector than this pap-eval builds ({'; '.join(diff[:8]) or 'same model/loss/data config'}"
+            f"{'; ...' if len(diff) > 8 else ''}): pass the training run's overrides (e.g. model=... loss=... or "
+            "experiment=...; they are in its config.yaml)") from e
+
+
+@hydra.main(version_base=None, config_path="configs", config_name="eval")
+@report_user_errors
 def evaluate(cfg: DictConfig) -> None:
-    """Evaluate a checkpoint (``eval.checkpoint=PATH``) on the val split; writes ``metrics.json``."""
+    """Evaluate a checkpoint (``eval.checkpoint=`` a ``ckpt_*.pt`` or a pap-train run folder) on the val split;
+    writes ``metrics.json`` to its own output folder (``outputs/eval/...``)."""
     ctx = run.setup_run(cfg, name="param_ap_loss")
-    path = cfg.eval.get("checkpoint")
-    if not path:
-        raise ValueError("pap-eval needs eval.checkpoint=<path to a ckpt_*.pt written by pap-train>")
+    if not cfg.eval.get("checkpoint"):
+        raise ValueError("pap-eval needs eval.checkpoint=<a pap-train run folder or its checkpoints/ckpt_<step>.pt>")
+    path = find_eval_checkpoint(cfg.eval.checkpoint)
     val_ds = build_dataset(cfg.data, "val", train=False)
     model = build_detector(cfg.model, cfg.loss, num_classes=len(val_ds.cat_ids)).to(ctx.device)
-    checkpoint.load_checkpoint(path, model=model)
+    load_for_eval(model, path, cfg)
+    ctx.log.info("evaluating %s", path)
     result = coco_eval_loop(model, eval_loader(val_ds, int(cfg.eval.batch_size)), ctx.device, val_ds)
     ctx.log.info("val: " + " ".join(f"{k} {v:.2f}" for k, v in result.items()))
     run.write_metrics(ctx.out_dir, result)
 
 
 @hydra.main(version_base=None, config_path="configs", config_name="search")
+@report_user_errors
 def search(cfg: DictConfig) -> None:
     """PAP-loss parameter search (spec §3.6); state saved each round, resumable; writes ``metrics.json``."""
     from .search import run_search_from_config

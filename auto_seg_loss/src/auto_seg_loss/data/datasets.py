@@ -21,9 +21,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
-from repro_shared.data import DataError, load_image
+from omegaconf import OmegaConf
+from repro_shared.data import DataError, load_image, require_dir
 
 from .shapes import ShapesSegDataset
 from .transforms import EvalPipeline, TrainPipeline
@@ -31,9 +33,17 @@ from .transforms import EvalPipeline, TrainPipeline
 _log = logging.getLogger("auto_seg_loss.data")
 
 
+VOC_LAYOUT = """root/JPEGImages/<id>.jpg
+root/SegmentationClass/<id>.png        (train and val labels)
+root/SegmentationClassAug/<id>.png     (SBD train-aug labels)
+root/ImageSets/Segmentation/{train,val,aug}.txt"""
+CITYSCAPES_LAYOUT = """root/leftImg8bit/<split>/<city>/<name>_leftImg8bit.png
+root/gtFine/<split>/<city>/<name>_gtFine_labelTrainIds.png"""
+
+
 def _require(path: Path, layout: str) -> None:
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found; expected the layout\n{layout}")
+        raise FileNotFoundError(f"{path} not found (data.root is the dataset folder); expected the layout\n{layout}")
 
 
 def load_label(path: str | Path) -> Image.Image:
@@ -53,12 +63,33 @@ def load_label(path: str | Path) -> Image.Image:
                         "files with a warning)", reason) from e
 
 
+def check_label_file(lab: Image.Image, path: str | Path, num_classes: int, ignore_index: int = 255) -> None:
+    """Refuse a label map that is not one channel of class indices 0..K-1 or ``ignore_index``.
+
+    Raises:
+        DataError: naming ``path``, with the offending mode (e.g. colour "RGB" labels) or values.
+    """
+    if lab.mode not in ("P", "L", "I", "I;16"):
+        reason = f"label map {path} has image mode {lab.mode!r}, not one channel of class indices"
+        raise DataError(f"{reason} (use the palette/grayscale class-index PNGs of the dataset, not colour renderings)",
+                        reason)
+    arr = np.asarray(lab)
+    bad = (arr >= num_classes) & (arr != ignore_index)
+    if bad.any():
+        values = np.unique(arr[bad])[:10].tolist()
+        reason = f"label map {path} holds values {values} outside 0..{num_classes - 1} that are not the ignore label {ignore_index}"
+        raise DataError(f"{reason} (remap them to {ignore_index}, fix data.num_classes, or set data.skip_corrupt=true "
+                        "to skip such files with a warning)", reason)
+
+
 class _PairDataset(torch.utils.data.Dataset):
-    """(image, label map) files through a pipeline. An unreadable file raises :class:`DataError` naming it;
-    with ``skip_corrupt`` the sample is ``None`` (a warning names the file; the loader's collate drops it
-    and the engine reports the count at the end of the epoch)."""
+    """(image, label map) files through a pipeline. An unreadable file, or a label map whose values are not
+    0..K-1 / 255 (:func:`check_label_file`), raises :class:`DataError` naming it; with ``skip_corrupt`` the
+    sample is ``None`` (a warning names the file; the loader's collate drops it and the engine reports the
+    count at the end of the epoch)."""
 
     ignore_index = 255
+    num_classes: int
 
     def __init__(self, pairs, pipeline, skip_corrupt: bool = False):
         self.pairs, self.pipeline, self.skip_corrupt = pairs, pipeline, bool(skip_corrupt)
@@ -70,6 +101,7 @@ class _PairDataset(torch.utils.data.Dataset):
         img_path, lab_path = self.pairs[i]
         try:
             img, lab = load_image(img_path), load_label(lab_path)
+            check_label_file(lab, lab_path, self.num_classes, self.ignore_index)
         except DataError as e:
             if not self.skip_corrupt:
                 raise
@@ -80,10 +112,10 @@ class _PairDataset(torch.utils.data.Dataset):
 
 class VOCAugDataset(_PairDataset):
     num_classes = 21
-    LAYOUT = __doc__.split("Cityscapes::")[0]
+    LAYOUT = VOC_LAYOUT
 
     def __init__(self, root: str | Path, split: str = "train_aug", pipeline=None, skip_corrupt: bool = False):
-        root = Path(root)
+        root = require_dir(root, "\n" + self.LAYOUT)
         sets = root / "ImageSets" / "Segmentation"
         if split == "train_aug":
             lists = [("train.txt", "SegmentationClass"), ("aug.txt", "SegmentationClassAug")]
@@ -102,10 +134,10 @@ class VOCAugDataset(_PairDataset):
 
 class CityscapesDataset(_PairDataset):
     num_classes = 19
-    LAYOUT = "root/leftImg8bit/<split>/<city>/*_leftImg8bit.png\nroot/gtFine/<split>/<city>/*_gtFine_labelTrainIds.png"
+    LAYOUT = CITYSCAPES_LAYOUT
 
     def __init__(self, root: str | Path, split: str = "train", pipeline=None, skip_corrupt: bool = False):
-        root = Path(root)
+        root = require_dir(root, "\n" + self.LAYOUT)
         img_dir = root / "leftImg8bit" / split
         _require(img_dir, self.LAYOUT)
         pairs = []
@@ -118,8 +150,19 @@ class CityscapesDataset(_PairDataset):
         super().__init__(pairs, pipeline or EvalPipeline((2048, 1024)), skip_corrupt)
 
 
+def data_root(cfg) -> str | None:
+    """``cfg.root`` of a ``data`` config, ``None`` while it is unset (``???``): the readers then raise the
+    error that names ``data.root`` and the expected layout."""
+    return None if OmegaConf.is_missing(cfg, "root") else cfg.root
+
+
 def build_dataset(cfg, split: str, train: bool):
-    """Dataset from the ``data`` config group (``name``: shapes | voc_aug | cityscapes)."""
+    """Dataset from the ``data`` config group (``name``: shapes | voc_aug | cityscapes).
+
+    Raises:
+        FileNotFoundError: ``data.root`` unset or not a folder (names the key and the expected layout).
+        ValueError: unknown ``data.name``.
+    """
     name = cfg.name
     if name == "shapes":
         return ShapesSegDataset(cfg.get("root"), split, cfg.num_train if train else cfg.num_val, cfg.image_size,
@@ -127,8 +170,9 @@ def build_dataset(cfg, split: str, train: bool):
     pipeline = (TrainPipeline(cfg.img_scale, cfg.ratio_range, cfg.crop_size, cfg.cat_max_ratio)
                 if train else EvalPipeline(cfg.img_scale))
     skip = bool(cfg.get("skip_corrupt", False))
+    root = data_root(cfg)
     if name == "voc_aug":
-        return VOCAugDataset(cfg.root, split, pipeline, skip)
+        return VOCAugDataset(root, split, pipeline, skip)
     if name == "cityscapes":
-        return CityscapesDataset(cfg.root, split, pipeline, skip)
+        return CityscapesDataset(root, split, pipeline, skip)
     raise ValueError(f"unknown dataset {name!r}; choose shapes, voc_aug or cityscapes")

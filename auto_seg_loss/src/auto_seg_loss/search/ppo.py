@@ -50,14 +50,24 @@ class RoundLog:
 
 
 class PPOSearch:
-    """Search state + loop. ``reward_fn(theta (D,) in [0,1], round, index) -> float``."""
+    """Search state + loop. ``reward_fn(theta (D,) in [0,1], round, index) -> float``.
 
-    def __init__(self, init_mu: torch.Tensor, cfg: SearchConfig, state_path: str | Path | None = None):
+    ``context``: JSON-like settings outside ``cfg`` that the rewards depend on (target metric, proxy
+    training); stored with the state, and a state written with another ``cfg`` or ``context`` is refused
+    instead of mixing rewards of two different searches.
+
+    Raises:
+        ValueError: bad ``baseline`` / ``lr_schedule``; an unreadable state file, or one written with other
+            settings.
+    """
+
+    def __init__(self, init_mu: torch.Tensor, cfg: SearchConfig, state_path: str | Path | None = None,
+                 context: dict | None = None):
         if cfg.baseline not in ("mu", "mean"):
             raise ValueError(f"baseline must be 'mu' or 'mean', got {cfg.baseline!r}")
         if cfg.lr_schedule not in ("constant", "linear"):
             raise ValueError(f"lr_schedule must be 'constant' or 'linear', got {cfg.lr_schedule!r}")
-        self.cfg = cfg
+        self.cfg, self.context = cfg, context
         mu = init_mu.double().clamp(1e-6, 1 - 1e-6)
         self.mu_x = torch.log(mu / (1 - mu)).requires_grad_()
         self.sigma_x = torch.full_like(mu, math.log(cfg.sigma))
@@ -136,7 +146,7 @@ class PPOSearch:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
         return {
-            "config": asdict(self.cfg), "mu_x": self.mu_x.detach().clone(), "sigma_x": self.sigma_x.clone(),
+            "config": asdict(self.cfg), "context": self.context, "mu_x": self.mu_x.detach().clone(), "sigma_x": self.sigma_x.clone(),
             "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
             "round": self.round, "pending": self.pending, "rewards": list(self.rewards), "history": self.history,
         }
@@ -159,6 +169,9 @@ class PPOSearch:
         if st["config"] != asdict(self.cfg):
             raise ValueError(f"search state {self.state_path} was written with config {st['config']}, not "
                              f"{asdict(self.cfg)}; use a fresh output folder or the same settings")
+        if st.get("context", self.context) != self.context:
+            raise ValueError(f"search state {self.state_path} was written for {st['context']}, not {self.context}; "
+                             "use a fresh output folder or the same settings")
         with torch.no_grad():
             self.mu_x.copy_(st["mu_x"])
         self.sigma_x = st["sigma_x"]

@@ -42,7 +42,8 @@ def require_dir(path: str | os.PathLike, layout: str, key: str = "data.root") ->
     """
     p = Path(os.path.expanduser(str(path))) if path not in (None, "") else None
     if p is None or not p.is_dir():
-        raise FileNotFoundError(f"{key}={path!r} is not a folder; expected layout: {layout}")
+        shown = "unset (???)" if path in (None, "") else repr(str(path))
+        raise FileNotFoundError(f"{key}={shown} is not a folder; expected layout: {layout}")
     return p
 
 
