@@ -90,3 +90,15 @@ def test_learn_memory_file_does_not_depend_on_worker_finish_order(tmp_path, monk
     assert json.loads(a) == json.loads(b)
     assert a == b
     assert list(json.loads(a)["extra"]["progress"]) == learning.curriculum(["stone_pickaxe"])
+
+
+def test_memory_row_without_memory_file_is_refused(tmp_path):
+    """A paper row that uses the memory (memory.required) used to run silently with an empty memory."""
+    p = run_cli(["eval", "experiment=ablation_full", "llm=oracle", "decomposer=oracle", "workers=1",
+                 f"hydra.run.dir={tmp_path}/a"], tmp_path, timeout=60)
+    assert p.returncode == 2 and "but memory.path is not set" in p.stderr, p.stderr[-2000:]
+    assert "Traceback" not in p.stderr and not (tmp_path / "a" / "metrics.json").exists()
+    p = run_cli(["eval", "experiment=ablation_full", "llm=oracle", "decomposer=oracle", "agent.use_memory=false",
+                 "episodes=1", "step_limit=50", "workers=1", f"hydra.run.dir={tmp_path}/b"], tmp_path, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert (tmp_path / "b" / "metrics.json").exists()

@@ -125,6 +125,13 @@ def evaluate(cfg: DictConfig) -> None:
         check_settings(cfg.decomposer, cfg.step_limit,
                        {"episodes": cfg.episodes, "chunk": cfg.chunk, "memory.n": cfg.memory.n})
         memory = _load_memory(cfg)
+        if cfg.agent.use_memory and memory is None:
+            if cfg.memory.get("required", False):
+                raise GitmError("this row uses the memory (agent.use_memory=true) but memory.path is not set: pass "
+                                "memory.path=<memory.json written by gitm-learn> (see scripts/reproduce_table2.sh), "
+                                "or agent.use_memory=false to run the row without memory")
+            log.warning("agent.use_memory=true but memory.path is not set: the agent starts with an empty memory "
+                        "(no reference plans); pass memory.path=<gitm-learn memory.json> for the memory rows")
         k = Knowledge.default()
         if cfg.protocol not in ("obtain_diamond", "tech_tree"):
             raise GitmError(f"unknown protocol {cfg.protocol!r}; known: obtain_diamond, tech_tree")
