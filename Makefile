@@ -80,7 +80,21 @@ bench: setup
 # (CUDA paths vs their references, forward and backward, then its GPU benchmarks); logs in .gpu-check/<pkg>.log.
 gpu-check: setup
 	@$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu-check needs CUDA: no GPU is visible here (CI skips the gpu tests)')"
-	@rm -rf $(GPU_DIR); mkdir -p $(GPU_DIR); failed=""; total=$$SECONDS; 	for p in $(SUITES); do 		start=$$SECONDS; log=$(GPU_DIR)/$$p.log; 		(cd $$p && timeout $(GPU_PKG_TIMEOUT) $(BIN)/python -m pytest tests -m gpu -q -p no:cacheprovider) > $$log 2>&1; rc=$$?; 		case $$rc in 0) t=passed;; 5) t=none;; *) t="FAILED(rc=$$rc)"; failed="$$failed $$p";; esac; 		b=none; if [ -f $$p/benchmarks/gpu_check.py ]; then 			echo "== $$p/benchmarks/gpu_check.py" >> $$log; 			if (cd $$p && timeout $(GPU_PKG_TIMEOUT) $(BIN)/python benchmarks/gpu_check.py) >> $$log 2>&1; then b=passed; 			else b=FAILED; failed="$$failed $$p"; fi; fi; 		echo "$$p: gpu tests $$t | gpu_check $$b | $$((SECONDS - start)) s | $$(grep -c '^{' $$log) JSON lines (log: .gpu-check/$$p.log)"; 	done; 	echo "gpu-check: $$((SECONDS - total)) s"; if [ -n "$$failed" ]; then echo "FAILED:$$failed"; exit 1; fi
+	@rm -rf $(GPU_DIR); mkdir -p $(GPU_DIR); failed=""; total=$$SECONDS; \
+	for p in $(SUITES); do \
+		start=$$SECONDS; log=$(GPU_DIR)/$$p.log; \
+		(cd $$p && timeout $(GPU_PKG_TIMEOUT) $(BIN)/python -m pytest tests -m gpu -q -p no:cacheprovider) > $$log 2>&1; rc=$$?; \
+		case $$rc in 0) t=passed;; 5) t=none;; *) t="FAILED(rc=$$rc)"; failed="$$failed $$p";; esac; \
+		b=none; \
+		if [ -f $$p/benchmarks/gpu_check.py ]; then \
+			echo "== $$p/benchmarks/gpu_check.py" >> $$log; \
+			if (cd $$p && timeout $(GPU_PKG_TIMEOUT) $(BIN)/python benchmarks/gpu_check.py) >> $$log 2>&1; then b=passed; \
+			else b=FAILED; failed="$$failed $$p"; fi; \
+		fi; \
+		echo "$$p: gpu tests $$t | gpu_check $$b | $$((SECONDS - start)) s | $$(grep -c '^{' $$log) JSON lines (log: .gpu-check/$$p.log)"; \
+	done; \
+	echo "gpu-check: $$((SECONDS - total)) s"; \
+	if [ -n "$$failed" ]; then echo "FAILED:$$failed"; exit 1; fi
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) $(GPU_DIR) outputs multirun
