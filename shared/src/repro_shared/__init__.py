@@ -11,6 +11,14 @@ Modules (import them explicitly, each is small and has one job):
   config, seeding, device choice, final ``metrics.json``.
 - :mod:`repro_shared.toydata` -- the embedded default datasets (sklearn digits, procedural shapes
   in COCO format).
+- :mod:`repro_shared.data` -- exactly resumable loaders (per-sample and per-step seeds), image readers
+  that name bad files; :mod:`repro_shared.guards` -- non-finite loss checks naming step and term.
+- :mod:`repro_shared.ops` -- multi-scale deformable attention (reference + Triton).
+- :mod:`repro_shared.ssl`, :mod:`repro_shared.dense`, :mod:`repro_shared.finetune` -- pieces two SSL
+  packages share: masking, two-view geometry, momentum schedules; ViT detection/segmentation heads;
+  the fine-tuning / linear-probe recipe.
+- :mod:`repro_shared.fsio`, :mod:`repro_shared.summary` -- atomic writes and ``repro-summary``; the only
+  modules without torch (the core install has no torch; the ``torch`` / ``dense`` extras add it).
 """
 
 __version__ = "0.1.0"
