@@ -74,17 +74,23 @@ def _resume(cfg: DictConfig, ckpt_dir, model, optimizer, sched) -> int:
     spec = cfg.train.get("resume")
     if ckpt_dir is None or not spec:
         return 0
-    state = checkpoint.resume(ckpt_dir, spec, model=dist.unwrap_model(model), optimizer=optimizer,
-                              scheduler=sched, restore_rng=False)
-    if state is None:
-        return 0
-    if str(spec) == "auto" and isinstance(state.get("config"), dict):
-        diff = config_differences(state["config"], OmegaConf.to_container(cfg, resolve=True), RESUME_MAY_CHANGE)
+    if str(spec) == "auto":
+        latest = checkpoint.find_latest_checkpoint(ckpt_dir)
+        if latest is None:
+            return 0
+        # compare the configs before loading: a checkpoint of another detector would otherwise fail to load
+        # with a list of state-dict keys instead of the differing settings (mmap: the tensors are not read)
+        saved = torch.load(latest, map_location="cpu", weights_only=True, mmap=True).get("config")
+        diff = (config_differences(saved, OmegaConf.to_container(cfg, resolve=True), RESUME_MAY_CHANGE)
+                if isinstance(saved, dict) else [])
         if diff:
             raise ValueError(f"train.resume=auto found a checkpoint in {ckpt_dir} of a run with another configuration "
                              f"({'; '.join(diff[:8])}{'; ...' if len(diff) > 8 else ''}): this output folder belongs "
                              "to another run. Use a new folder (hydra.run.dir=...), or train.resume=<path to the "
                              "checkpoint> to start from it on purpose")
+        spec = latest
+    state = checkpoint.resume(ckpt_dir, spec, model=dist.unwrap_model(model), optimizer=optimizer,
+                              scheduler=sched, restore_rng=False)
     return int(state["step"])
 
 
