@@ -253,6 +253,15 @@ def test_allowed_globals_and_the_explicit_trust_opt_in(tmp_path):
         checkpoint.load_weights_file(tmp_path / "missing.pth")
 
 
+def test_a_file_that_is_no_pickle_is_unreadable_not_untrusted(tmp_path):
+    """A text file or random bytes is a corrupt file, not a refused type: no advice to trust it."""
+    path = tmp_path / "notes.pth"
+    path.write_bytes(b"garbage\n")
+    with pytest.raises(CheckpointError, match=r"notes\.pth cannot be read \(truncated, corrupt or not a torch file\)") as e:
+        checkpoint.load_weights_file(path)
+    assert not isinstance(e.value, UntrustedCheckpointError) and "trust_checkpoint" not in str(e.value)
+
+
 # ------------------------------------------------------------------------------------ required init
 def test_required_init_stops_with_where_to_get_the_file(tmp_path):
     from omegaconf import OmegaConf

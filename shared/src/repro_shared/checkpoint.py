@@ -375,9 +375,12 @@ def load_external(path: str | os.PathLike, *, trust: bool = False, safe_globals:
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         m = _REFUSED_GLOBAL.search(str(e))
-        refused = m.group(1) if m else "an unsupported object"
+        if m is None:  # not a refused type but a byte stream that is no pickle (a text file, random bytes)
+            detail = str(e).rsplit("WeightsUnpickler error:", 1)[-1].strip().split("\n")[0]
+            raise CheckpointError(f"weights file {path} cannot be read (truncated, corrupt or not a torch file): "
+                                  f"{detail}") from e
         raise UntrustedCheckpointError(
-            f"{path} holds a pickled {refused}, which weights-only loading refuses because unpickling it can run "
+            f"{path} holds a pickled {m.group(1)}, which weights-only loading refuses because unpickling it can run "
             "code. If you trust the source of this file, load it with trust_checkpoint=true; otherwise get a "
             "weights-only copy of it") from e
     except Exception as e:  # noqa: BLE001 - any other failure means the file is unreadable
