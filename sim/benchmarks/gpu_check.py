@@ -91,7 +91,7 @@ def checks(dev: torch.device) -> None:
     for precision in ("fp32", "bf16"):
         m = tiny_model().to(dev).train()
         opt = torch.optim.AdamW([q for q in m.parameters() if q.requires_grad], lr=1e-3)
-        from sim.engine import autocast
+        from repro_shared.train import autocast
 
         with autocast(dev, precision):
             out = m(*tiny_batch(dev), momentum=0.99)

@@ -1,4 +1,5 @@
-"""Training loops: SiameseIM pre-training and classifier fine-tuning / linear probing. Nothing but the loops.
+"""Training loops: SiameseIM pre-training and dense transfer (fine-tuning / linear probing use
+``repro_shared.finetune.train_classifier_epoch``). Nothing but the loops.
 
 Exact resume: every random number a step consumes comes either from the per-sample seeds of
 ``repro_shared.data.build_loader`` (views, colour, masks) or from the global RNGs reseeded by
@@ -9,7 +10,6 @@ mid-epoch and resumed from a step checkpoint is therefore bit-identical to the u
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Callable
 
 import torch
@@ -20,36 +20,11 @@ from repro_shared.data import seed_step
 from repro_shared.finetune import half_cosine_lr, set_lr
 from repro_shared.guards import check_finite
 from repro_shared.ssl.momentum import cosine_momentum
+from repro_shared.train import accumulate, autocast, epoch_means, new_epoch_stats
 
 from .losses import siameseim_loss
 
-__all__ = ["autocast", "new_epoch_stats", "pretrain_one_epoch", "train_classifier_epoch", "train_dense_epoch"]
-
-
-def autocast(device: torch.device, precision: str):
-    """Autocast context of ``precision``: ``fp16`` (official: CUDA only), ``bf16`` or ``fp32`` (no autocast).
-
-    Raises:
-        ValueError: an unknown precision.
-    """
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision not in ("fp16", "bf16"):
-        raise ValueError(f"unknown precision {precision!r}; use fp32, bf16 or fp16")
-    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def new_epoch_stats() -> dict:
-    """Running sums of one epoch ``{"sums": {term: float}, "steps": int, "skipped": int}`` (plain numbers, so a
-    mid-epoch checkpoint stores them and the resumed epoch reports the same means)."""
-    return {"sums": {}, "steps": 0, "skipped": 0}
-
-
-def _means(stats: dict) -> dict[str, float]:
-    out = {k: v / max(stats["steps"], 1) for k, v in stats["sums"].items()}
-    out["skipped"] = stats["skipped"]
-    return out
+__all__ = ["pretrain_one_epoch", "train_dense_epoch"]
 
 
 def pretrain_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, scaler: Any, *, epoch: int,
@@ -108,72 +83,13 @@ def pretrain_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimize
         # logged values are means over the ranks (official all_reduce_mean), one collective per step
         terms = torch.stack([losses["loss"].detach(), losses["loss_pos"], losses["loss_neg"], grad_norm.float()])
         record = dict(zip(("loss", "loss_pos", "loss_neg", "grad_norm"), dist.all_reduce_mean(terms).tolist()))
-        for k, v in record.items():
-            stats["sums"][k] = stats["sums"].get(k, 0.0) + v
-        stats["steps"] += 1
+        accumulate(stats, record)
         if metrics is not None and (i % log_every == 0 or i == iters - 1):
             metrics.log({**record, "lr": optimizer.param_groups[0]["lr"], "momentum": momentum, "epoch": epoch},
                         step=step)
         if after_step is not None:
             after_step(step + 1, stats)
-    return _means(stats)
-
-
-def train_classifier_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, scaler: Any,
-                           criterion: Callable, *, epoch: int, epochs: int, lr: float, warmup_epochs: float,
-                           min_lr: float, device: torch.device, seed: int = 0, precision: str = "fp32", mixup=None,
-                           clip_grad: float | None = None, metrics=None, log=None, log_every: int = 20,
-                           stats: dict | None = None,
-                           after_step: Callable[[int, dict], None] | None = None) -> dict[str, float]:
-    """One fine-tuning or linear-probing epoch (official ``engine_finetune`` / MAE linear probing).
-
-    Per step ``i``: lr ``half_cosine_lr(epoch + i / iters, lr, epochs, warmup, min_lr)`` times each group's
-    ``lr_scale`` (layer decay), Mixup/CutMix on the batch (``mixup``), ``criterion(logits, targets)``, backward,
-    optional clipping, step.
-
-    Returns:
-        Epoch means of ``loss`` and ``skipped``.
-
-    Raises:
-        repro_shared.guards.NonFiniteError: at the first non-finite loss.
-    """
-    model.train()
-    iters = len(loader)
-    start = getattr(loader, "start_batch", 0)
-    nominal = getattr(getattr(loader, "batch_sampler", None), "batch_size", None)
-    stats = new_epoch_stats() if stats is None else stats
-    params = [p for p in model.parameters() if p.requires_grad]
-    batches = rlog.progress(loader, desc=f"train epoch {epoch}", log=log) if log else loader
-    for i, (x, y) in enumerate(batches, start=start):
-        step = epoch * iters + i
-        seed_step(seed, epoch, i)
-        if nominal is not None:
-            stats["skipped"] += nominal - x.shape[0]
-        if mixup is not None and x.shape[0] % 2:  # timm Mixup needs an even batch (odd after a skipped file)
-            x, y = x[:-1], y[:-1]
-        set_lr(optimizer, half_cosine_lr(epoch + i / iters, lr, epochs, warmup_epochs, min_lr))
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if mixup is not None:
-            x, y = mixup(x, y)
-        with autocast(device, precision):
-            logits = model(x)
-        loss = criterion(logits.float(), y)
-        check_finite({"loss": loss}, step=step, epoch=epoch)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if clip_grad:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, clip_grad)
-        scaler.step(optimizer)
-        scaler.update()
-        stats["sums"]["loss"] = stats["sums"].get("loss", 0.0) + loss.item()
-        stats["steps"] += 1
-        if metrics is not None and (i % log_every == 0 or i == iters - 1):
-            metrics.log({"loss": loss.item(), "lr": max(g["lr"] for g in optimizer.param_groups), "epoch": epoch},
-                        step=step)
-        if after_step is not None:
-            after_step(step + 1, stats)
-    return _means(stats)
+    return epoch_means(stats)
 
 
 def train_dense_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, scaler: Any,
@@ -212,11 +128,9 @@ def train_dense_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer
         scaler.step(optimizer)
         scaler.update()
         record = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
-        for k, v in record.items():
-            stats["sums"][k] = stats["sums"].get(k, 0.0) + v
-        stats["steps"] += 1
+        accumulate(stats, record)
         if metrics is not None and (i % log_every == 0 or i == iters - 1):
             metrics.log({**record, "lr": max(g["lr"] for g in optimizer.param_groups), "epoch": epoch}, step=step)
         if after_step is not None:
             after_step(step + 1, stats)
-    return _means(stats)
+    return epoch_means(stats)

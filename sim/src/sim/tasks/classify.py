@@ -7,35 +7,19 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, DistributedSampler
 
 from repro_shared import checkpoint, dist, run
 from repro_shared.data import SkipNoneCollate, build_loader
 from repro_shared.finetune import (build_eval_transform, build_lars, build_linprobe_transform, build_mixup,
-                                   build_train_transform, evaluate_classifier, param_groups_layer_decay)
+                                   build_train_transform, classification_criterion, eval_loader, evaluate_classifier,
+                                   half_cosine_lr, param_groups_layer_decay, train_classifier_epoch)
+from repro_shared.train import StepCheckpointer
 
 from ..data import ALEXNET_CE, IMAGENET_C_CORRUPTIONS, build_classification_data, class_subset_for
-from ..engine import train_classifier_epoch
 from ..models import build_classifier, build_linear_probe
-from .common import Checkpointer, load_init
+from .common import load_init
 
-__all__ = ["run_classifier", "run_eval", "val_loader"]
-
-
-def val_loader(dataset, batch_size: int, num_workers: int, skip_corrupt: bool = False) -> DataLoader:
-    """Evaluation loader; under a process group each rank reads its shard (``DistributedSampler`` pads to a
-    multiple of the world size, as the official ``dist_eval``)."""
-    sampler = DistributedSampler(dataset, shuffle=False) if dist.get_world_size() > 1 else None
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, shuffle=False,
-                      collate_fn=SkipNoneCollate() if skip_corrupt else None)
-
-
-def _criterion(mixup, smoothing: float):
-    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-
-    if mixup is not None:
-        return SoftTargetCrossEntropy()
-    return LabelSmoothingCrossEntropy(smoothing) if smoothing > 0 else torch.nn.CrossEntropyLoss()
+__all__ = ["run_classifier", "run_eval"]
 
 
 def run_classifier(cfg: DictConfig, mode: str) -> dict:
@@ -71,7 +55,7 @@ def run_classifier(cfg: DictConfig, mode: str) -> dict:
     loader = build_loader(train_set, batch_size=int(t.batch_size), seed=int(cfg.seed), num_workers=int(d.num_workers),
                           collate_fn=SkipNoneCollate() if skip else None, pin_memory=device.type == "cuda",
                           persistent_workers=int(d.num_workers) > 0)
-    vloader = val_loader(val_set, int(cfg.eval.batch_size), int(d.num_workers), skip)
+    vloader = eval_loader(val_set, int(cfg.eval.batch_size), int(d.num_workers), skip)
     iters, ws = len(loader), ctx.dist.world_size
     lr = float(t.lr) if t.get("lr") else float(t.blr) * int(t.batch_size) * ws / 256
     if mode == "finetune":
@@ -82,23 +66,27 @@ def run_classifier(cfg: DictConfig, mode: str) -> dict:
     else:
         optimizer = build_lars(model, lr, weight_decay=float(t.weight_decay))
         mixup = None
-    criterion = _criterion(mixup, float(cfg.aug.smoothing) if mode == "finetune" else 0.0)
+    criterion = classification_criterion(mixup, float(cfg.aug.smoothing) if mode == "finetune" else 0.0)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     wrapped = dist.wrap_model(model, "ddp" if ws > 1 else "none")
     results: dict = {}
-    ckpt = Checkpointer(ctx, model=model, optimizer=optimizer, scaler=scaler, iters=iters, every=int(t.checkpoint_every),
-                        keep_last=int(t.keep_last), config=cfg, extra=lambda: {"results": results})
+    ckpt = StepCheckpointer(ctx.checkpoint_dir, model=model, optimizer=optimizer, scaler=scaler, iters=iters,
+                            every=int(t.checkpoint_every), keep_last=int(t.keep_last), config=cfg,
+                            extra=lambda: {"results": results})
     step, stats = 0, None
     state = ckpt.resume(t.resume)
     if state is not None:
         step, stats, results = state["step"], state["extra"].get("epoch_stats"), state["extra"].get("results", {})
         log.info("resumed from step %d (epoch %d, batch %d of %d)", step, step // iters, step % iters, iters)
     log.info("%s: lr %.3g (global batch %d), %d steps per epoch", mode, lr, int(t.batch_size) * ws, iters)
+    def lr_at(k: int) -> float:  # official per-iteration schedule at the fractional epoch epoch + i / iters
+        e, i = divmod(k, iters)
+        return half_cosine_lr(e + i / iters, lr, int(t.epochs), float(t.warmup_epochs), float(t.min_lr))
+
     start_epoch, start_batch = divmod(step, iters)
     for epoch in range(start_epoch, int(t.epochs)):
         loader.set_epoch(epoch, start_batch if epoch == start_epoch else 0)
-        tr = train_classifier_epoch(wrapped, loader, optimizer, scaler, criterion, epoch=epoch, epochs=int(t.epochs),
-                                    lr=lr, warmup_epochs=float(t.warmup_epochs), min_lr=float(t.min_lr), device=device,
+        tr = train_classifier_epoch(wrapped, loader, optimizer, scaler, criterion, lr_at, epoch=epoch, device=device,
                                     seed=int(cfg.seed), precision=cfg.precision, mixup=mixup, clip_grad=t.clip_grad,
                                     metrics=ctx.metrics, log=log, log_every=int(t.log_every),
                                     stats=stats if epoch == start_epoch else None, after_step=ckpt.after_step)
@@ -150,13 +138,13 @@ def run_eval(cfg: DictConfig) -> dict:
     bs, nw = int(e.batch_size), int(d.num_workers)
     if bench in ("imagenet", "digits"):
         ds, _ = build_classification_data(d, "val", tf)
-        res = evaluate_classifier(model, val_loader(ds, bs, nw), ctx.device)
+        res = evaluate_classifier(model, eval_loader(ds, bs, nw), ctx.device)
     elif bench in ("imagenet_a", "imagenet_r", "imagenet_sketch"):
         from repro_shared.data import ImageFolder
 
         ds = ImageFolder(str(d.root), tf, key="data.root")
         subset = class_subset_for(d.root, e.imagenet_train) if bench != "imagenet_sketch" else None
-        res = evaluate_classifier(model, val_loader(ds, bs, nw), ctx.device, class_subset=subset)
+        res = evaluate_classifier(model, eval_loader(ds, bs, nw), ctx.device, class_subset=subset)
     elif bench == "imagenet_c":
         from repro_shared.data import ImageFolder
 
@@ -165,7 +153,7 @@ def run_eval(cfg: DictConfig) -> dict:
             errs = []
             for s in range(1, 6):
                 ds = ImageFolder(Path(str(d.root)) / c / str(s), tf, key="data.root")
-                errs.append(100.0 - evaluate_classifier(model, val_loader(ds, bs, nw), ctx.device)["top1"])
+                errs.append(100.0 - evaluate_classifier(model, eval_loader(ds, bs, nw), ctx.device)["top1"])
             res[f"err_{c}"] = sum(errs) / 5
             ces.append(sum(errs) / 5 / 100.0 / ALEXNET_CE[c])
         res["mCE"] = 100.0 * sum(ces) / len(ces)

@@ -1,19 +1,16 @@
-"""Pieces the entry points share: the model from the config, loading weights, checkpoint round trips."""
+"""Pieces the entry points share: the model from the config and loading initial weights."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
 
 from omegaconf import DictConfig
 from torch import nn
 
-from repro_shared import checkpoint
-
 from ..convert import load_encoder_weights
 from ..models import SiameseIM, build_siameseim
 
-__all__ = ["build_pretrain_model", "load_init", "Checkpointer"]
+__all__ = ["build_pretrain_model", "load_init"]
 
 
 def build_pretrain_model(cfg: DictConfig) -> SiameseIM:
@@ -37,29 +34,3 @@ def load_init(model: nn.Module, path: Path | None, cfg: DictConfig, log) -> None
     report = load_encoder_weights(model, path, trust=bool(cfg.get("trust_checkpoint", False)),
                                   target=bool(cfg.init.get("target_encoder", False)))
     log.info("init weights from %s:\n%s", path, report)
-
-
-class Checkpointer:
-    """Step checkpoints of one run (every ``every`` optimizer steps inside an epoch, and at every epoch end)."""
-
-    def __init__(self, ctx, *, model: nn.Module, optimizer, scaler, iters: int, every: int, keep_last: int,
-                 config: DictConfig, extra: Callable[[], dict[str, Any]]):
-        self.ctx, self.model, self.optimizer, self.scaler = ctx, model, optimizer, scaler
-        self.iters, self.every, self.keep_last, self.config, self.extra = iters, every, keep_last, config, extra
-
-    def save(self, steps_done: int, epoch_stats: dict | None) -> None:
-        checkpoint.save_checkpoint(checkpoint.checkpoint_path(self.ctx.checkpoint_dir, steps_done), model=self.model,
-                                   optimizer=self.optimizer, scaler=self.scaler, epoch=steps_done // self.iters,
-                                   step=steps_done, config=self.config,
-                                   extra={**self.extra(), "epoch_stats": epoch_stats}, keep_last=self.keep_last)
-
-    def after_step(self, steps_done: int, epoch_stats: dict) -> None:
-        """Mid-epoch checkpoints (the epoch's last step is saved by the caller after its evaluation)."""
-        if self.every and steps_done % self.every == 0 and steps_done % self.iters:
-            self.save(steps_done, epoch_stats)
-
-    def resume(self, spec: str | None) -> dict | None:
-        return checkpoint.resume(self.ctx.checkpoint_dir, spec, model=self.model, optimizer=self.optimizer,
-                                 scaler=self.scaler, restore_rng=False)  # randomness derives from (seed, epoch, step)
-
-

@@ -26,10 +26,11 @@ from repro_shared.dense import (CocoInstanceDataset, SegmentationFolder, TimmViT
 from repro_shared.finetune import param_groups_layer_decay
 from repro_shared.guards import check_finite_inputs
 from repro_shared.toydata import make_shapes_dataset
+from repro_shared.train import StepCheckpointer
 
 from ..engine import train_dense_epoch
 from ..models import build_classifier
-from .common import Checkpointer, load_init
+from .common import load_init
 
 __all__ = ["run_detection", "run_segmentation", "multistep_lr", "poly_lr", "slide_inference"]
 
@@ -92,7 +93,7 @@ def _loop(cfg: DictConfig, ctx, model, optimizer, loader, loss_fn, lr_at, evalua
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=cfg.precision == "fp16")
     wrapped = dist.wrap_model(model, "ddp" if ctx.dist.world_size > 1 else "none")
     results: dict = {}
-    ckpt = Checkpointer(ctx, model=model, optimizer=optimizer, scaler=scaler, iters=iters, every=int(t.checkpoint_every),
+    ckpt = StepCheckpointer(ctx.checkpoint_dir, model=model, optimizer=optimizer, scaler=scaler, iters=iters, every=int(t.checkpoint_every),
                         keep_last=int(t.keep_last), config=cfg, extra=lambda: {"results": results})
     step, stats = 0, None
     state = ckpt.resume(t.resume)

@@ -8,6 +8,7 @@ from timm.optim import param_groups_weight_decay
 
 from repro_shared import checkpoint, dist, run
 from repro_shared.data import SeededDataset, SkipNoneCollate, build_loader
+from repro_shared.train import StepCheckpointer
 
 from ..convert import read_weights
 from ..data import LabelledDigits, SiameseIMTransform, build_pretrain_dataset
@@ -15,7 +16,7 @@ from ..engine import pretrain_one_epoch
 from ..losses import effective_rank
 from ..models import SiameseIM
 from ..probe import extract_features, geometry_gap, logistic_probe
-from .common import Checkpointer, build_pretrain_model
+from .common import build_pretrain_model
 
 __all__ = ["run_pretrain", "evaluate_pretrained"]
 
@@ -96,7 +97,7 @@ def run_pretrain(cfg: DictConfig) -> dict:
                                   growth_interval=int(t.amp_growth_interval))
     wrapped = dist.wrap_model(model, "ddp" if ws > 1 else "none")
     results: dict = {}
-    ckpt = Checkpointer(ctx, model=model, optimizer=optimizer, scaler=scaler, iters=iters,
+    ckpt = StepCheckpointer(ctx.checkpoint_dir, model=model, optimizer=optimizer, scaler=scaler, iters=iters,
                         every=int(t.checkpoint_every), keep_last=int(t.keep_last), config=cfg,
                         extra=lambda: {"results": results})
     step, stats = 0, None
