@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -12,7 +16,8 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from repro_shared import checkpoint, run
 from repro_shared import dist as rdist
-from repro_shared.data import ResumableLoader, SkipNoneCollate, build_loader
+from repro_shared.data import DataError, ResumableLoader, SkipNoneCollate, build_loader
+from repro_shared.guards import NonFiniteError
 from torch.utils.data import default_collate
 
 from . import engine
@@ -26,6 +31,33 @@ from .models import build_segmenter
 from .ops.bezier import identity_theta, theta_to_control_points
 from .search import PPOSearch, SearchConfig
 from .weights import load_backbone_weights
+
+
+# What a user can fix (a path, a setting, a file, a diverged run): the entry points print the message alone;
+# HYDRA_FULL_ERROR=1 keeps the traceback. Other exceptions (bugs) keep Hydra's traceback.
+USER_ERRORS = (FileNotFoundError, ValueError, DataError, checkpoint.CheckpointError, NonFiniteError)
+
+
+def report_user_errors(task):
+    """Wrap a Hydra task function: a :data:`USER_ERRORS` exception ends the command with one line
+    ``error: <message>`` on stderr (also in the run's ``log.txt`` when one is open) and exit status 1."""
+
+    @functools.wraps(task)
+    def wrapper(cfg: DictConfig):
+        try:
+            return task(cfg)
+        except USER_ERRORS as e:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            log = logging.getLogger("auto_seg_loss")
+            for handler in log.handlers:
+                if isinstance(handler, logging.FileHandler):
+                    handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s: %s",
+                                                  (type(e).__name__, e), None))
+            print(f"error: {e}\n(HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr)
+            raise SystemExit(1) from None
+
+    return wrapper
 
 
 def _collate_readable(batch):
@@ -191,7 +223,12 @@ def run_eval(cfg: DictConfig) -> dict:
 
 # ---------------------------------------------------------------------------------------------- search
 def _proxy_datasets(cfg):
-    """(proxy train set, reward set) per spec §3.5 / §11 (reward on held-out train data by default)."""
+    """(proxy train set, reward set) per spec §3.5 / §11 (reward on held-out train data by default).
+
+    Raises:
+        ValueError: ``data`` other than shapes / voc_aug, or voc_aug without the VOC proxy settings.
+        FileNotFoundError: ``data.root`` unset or not a VOC folder.
+    """
     d, p = cfg.data, cfg.proxy
     if d.name == "shapes":
         tr = ShapesSegDataset(d.root, d.train_split, p.num_train, d.image_size, d.seed, train=True)
@@ -199,6 +236,10 @@ def _proxy_datasets(cfg):
         return tr, rw
     if d.name != "voc_aug":
         raise ValueError(f"search supports data=shapes or data=voc_aug, got {d.name!r}")
+    missing = [f"proxy.{k}" for k in ("img_scale", "crop_size") if k not in p]
+    if missing:  # the tiny default's proxy settings are for shapes
+        raise ValueError(f"data=voc_aug needs the VOC proxy settings ({', '.join(missing)}): run "
+                         "experiment=search_voc_<metric> (e.g. search_voc_miou), which sets the official ones")
     train_pipe = TrainPipeline(p.img_scale, d.ratio_range, p.crop_size, d.cat_max_ratio)
     test_pipe = ShortSideCenterCropPipeline(min(p.crop_size))
     skip, root = d.skip_corrupt, data_root(d)
@@ -285,9 +326,9 @@ def run_search(cfg: DictConfig) -> dict:
     return out
 
 
-train = hydra.main(version_base=None, config_path="configs", config_name="train")(run_train)
-evaluate = hydra.main(version_base=None, config_path="configs", config_name="eval")(run_eval)
-search = hydra.main(version_base=None, config_path="configs", config_name="search")(run_search)
+train = hydra.main(version_base=None, config_path="configs", config_name="train")(report_user_errors(run_train))
+evaluate = hydra.main(version_base=None, config_path="configs", config_name="eval")(report_user_errors(run_eval))
+search = hydra.main(version_base=None, config_path="configs", config_name="search")(report_user_errors(run_search))
 
 
 def compose(config_name: str, overrides: list[str] | None = None) -> DictConfig:
