@@ -206,3 +206,26 @@ def test_train_saves_the_final_checkpoint_and_eval_of_the_run_folder_writes_its_
     assert OmegaConf.load(ev / "config.yaml").eval.checkpoint == str(run)
     assert files() == before
     capsys.readouterr()
+
+
+# ------------------------------------------------------------------------------------------- pap-search folder
+def test_search_folder_of_another_search_is_refused(tmp_path):
+    """Paper searches run in a fixed folder (``outputs/search_retinanet``) and continue its state: a state written
+    with other proxy settings is refused (its rewards would mix with this search's); more rounds, other devices or
+    paths are allowed; search.resume=false starts over."""
+    import numpy as np
+
+    from param_ap_loss.search import SearchState, check_search_folder
+
+    started = OmegaConf.to_container(_cfg(config="search"), resolve=True)
+    check_search_folder(tmp_path, started)  # nothing there yet: records the config
+    SearchState(mu=[np.full(3, 0.5)], sigma=[np.full(3, 0.2)]).save(tmp_path)
+    same = OmegaConf.to_container(_cfg("search.rounds=5", "search.devices=[cpu]", "data.root=/x", config="search"),
+                                  resolve=True)
+    check_search_folder(tmp_path, same)
+    other = OmegaConf.to_container(_cfg("train.epochs=1", "search.samples=4", config="search"), resolve=True)
+    with pytest.raises(ValueError, match=r"holds the state of a search with another configuration \(search\.samples: 4 "
+                                         r"here, 2 saved; train\.epochs: 1 here, 3 saved\).*search\.resume=false"):
+        check_search_folder(tmp_path, other)
+    check_search_folder(tmp_path, other, resume=False)  # starting over records the new config
+    check_search_folder(tmp_path, other)

@@ -33,7 +33,9 @@ import numpy as np
 import torch
 
 from repro_shared import dist
+from repro_shared.fsio import atomic_write_text
 
+from .config_diff import RESUME_MAY_CHANGE, config_differences
 from .ops.piecewise import IDENTITY_THETA, grad_scale_from_theta, theta_to_ctrl
 
 THETA_PER_FUNCTION = 8
@@ -313,8 +315,36 @@ def _devices(spec: Any, own: str) -> list[str]:
     return [str(d) for d in spec]
 
 
+# Settings a search may change when it continues in its folder (besides RESUME_MAY_CHANGE): more rounds, where
+# the proxies run, whether/where it resumes. Everything else shapes the rewards and must match.
+SEARCH_MAY_CHANGE = RESUME_MAY_CHANGE + ("search.rounds", "search.devices", "search.resume", "search.out_dir")
+
+
+def check_search_folder(out_dir: Path, config: dict, resume: bool = True) -> None:
+    """Refuse to continue the search state in ``out_dir`` if it was written with another configuration
+    (``search_config.json``, the resolved config of the run that started it), then record ``config`` there.
+
+    Raises:
+        ValueError: ``out_dir`` holds the state of a search with other settings (lists the differing keys).
+    """
+    saved_file = out_dir / "search_config.json"
+    if resume and (out_dir / "state.npz").is_file() and saved_file.is_file():
+        diff = config_differences(json.loads(saved_file.read_text()), config, SEARCH_MAY_CHANGE)
+        if diff:
+            raise ValueError(f"{out_dir} holds the state of a search with another configuration "
+                             f"({'; '.join(diff[:8])}{'; ...' if len(diff) > 8 else ''}): its rewards are not "
+                             "comparable. Use a new folder (hydra.run.dir=...), or search.resume=false to start over")
+    if dist.is_main():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(saved_file, json.dumps(config, indent=1, default=str))
+
+
 def run_search_from_config(cfg: Any, ctx) -> dict[str, float]:
-    """``pap-search`` body: proxy reward from ``cfg`` (model/loss/data/train), search from ``cfg.search``."""
+    """``pap-search`` body: proxy reward from ``cfg`` (model/loss/data/train), search from ``cfg.search``.
+
+    Raises:
+        ValueError: the output folder holds the state of a search with other settings (:func:`check_search_folder`).
+    """
     from omegaconf import OmegaConf
 
     from repro_shared.run import check_required_init
@@ -323,9 +353,10 @@ def run_search_from_config(cfg: Any, ctx) -> dict[str, float]:
     sc = cfg.search
     space = SearchSpace(tuple(sc.heads), int(sc.num_functions))
     plain = OmegaConf.to_container(cfg, resolve=True)
+    out = Path(sc.get("out_dir") or ctx.out_dir)
+    check_search_folder(out, plain, bool(sc.resume))
     plain["device_resolved"] = str(ctx.device)
     reward = ProxyReward(plain, space, int(sc.fail_patience))
-    out = Path(sc.get("out_dir") or ctx.out_dir)
     state = run_search(reward, space, out, int(sc.rounds), int(sc.samples), float(sc.sigma0), float(sc.mu_lr),
                        int(sc.update_steps), int(sc.warmup_steps), float(sc.clip_eps), str(sc.clip_mode),
                        int(cfg.seed), bool(sc.resume), _devices(sc.devices, str(ctx.device)), ctx.log, ctx.metrics)
