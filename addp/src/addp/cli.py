@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -10,11 +14,39 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from repro_shared import dist, run
+from repro_shared import checkpoint, dist, run
+from repro_shared.data import DataError
+from repro_shared.guards import NonFiniteError
 
 from .stages import addp_stage, teacher_stage, tokenizer_stage
 
 _SAMPLER_KEYS = ("steps", "schedule", "choice_temperature", "temperature_mode", "sampling", "top_p")
+
+# what a user can fix (a path, a setting, a file, diverging settings): one line, not a traceback
+USER_ERRORS = (FileNotFoundError, ValueError, DataError, checkpoint.CheckpointError, NonFiniteError)
+
+
+def report_user_errors(task):
+    """Wrap a Hydra task function: a :data:`USER_ERRORS` exception ends the command with one line
+    ``error: <message>`` on stderr (also written to the run's ``log.txt`` when one is open) and exit status 1.
+    ``HYDRA_FULL_ERROR=1`` re-raises it with the traceback; other exceptions (bugs) keep their traceback."""
+
+    @functools.wraps(task)
+    def wrapper(cfg: DictConfig):
+        try:
+            return task(cfg)
+        except USER_ERRORS as e:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            log = logging.getLogger("addp")
+            for handler in log.handlers:
+                if isinstance(handler, logging.FileHandler):
+                    handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s: %s",
+                                                  (type(e).__name__, e), None))
+            print(f"error: {e}\n(HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr)
+            raise SystemExit(1) from None
+
+    return wrapper
 
 
 def run_train(cfg: DictConfig) -> dict:
@@ -238,11 +270,16 @@ def run_seg(cfg: DictConfig) -> dict:
     return run_segmentation(cfg)
 
 
-train = hydra.main(version_base=None, config_path="configs", config_name="train")(run_train)
-generate = hydra.main(version_base=None, config_path="configs", config_name="generate")(run_generate)
-fid = hydra.main(version_base=None, config_path="configs", config_name="fid")(run_fid)
-convert = hydra.main(version_base=None, config_path="configs", config_name="convert")(run_convert)
-finetune = hydra.main(version_base=None, config_path="configs", config_name="finetune")(run_finetune)
-linprobe = hydra.main(version_base=None, config_path="configs", config_name="linprobe")(run_linprobe)
-det = hydra.main(version_base=None, config_path="configs", config_name="det")(run_det)
-seg = hydra.main(version_base=None, config_path="configs", config_name="seg")(run_seg)
+
+def _entry(config_name: str, task):
+    return hydra.main(version_base=None, config_path="configs", config_name=config_name)(report_user_errors(task))
+
+
+train = _entry("train", run_train)
+generate = _entry("generate", run_generate)
+fid = _entry("fid", run_fid)
+convert = _entry("convert", run_convert)
+finetune = _entry("finetune", run_finetune)
+linprobe = _entry("linprobe", run_linprobe)
+det = _entry("det", run_det)
+seg = _entry("seg", run_seg)
