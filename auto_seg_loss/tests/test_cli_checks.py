@@ -3,6 +3,7 @@ are not class indices, a search folder of another search, ``asl-eval`` without a
 and the one-line ``error: ...`` of every user error."""
 
 import logging
+import re
 import sys
 
 import numpy as np
@@ -183,3 +184,33 @@ def test_search_entry_point_refuses_a_folder_of_another_search(tmp_path):
     with pytest.raises(ValueError, match=r"search state .* was written for .*'iters': 1.*not .*'iters': 2"):
         run_search(compose("search", over + ["proxy.iters=2"]))
     run_search(compose("search", over + ["data.skip_corrupt=true"]))  # not part of what a reward depends on
+
+
+# --------------------------------------------------------------------------------------- asl-convert-backbone
+def test_convert_backbone_bad_file_is_one_line(tmp_path, capsys):
+    from auto_seg_loss.weights import main
+
+    (tmp_path / "junk.pth").write_bytes(b"not a torch file")
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    for src, message in [("missing.pth", r"missing\.pth does not exist"),
+                         ("junk.pth", r"junk\.pth cannot be read"),
+                         ("other.pth", r"other\.pth do not fit.*ResNet-V1c of the same depth")]:
+        with pytest.raises(SystemExit) as info:
+            main([str(tmp_path / src), str(tmp_path / "out.pth"), "--backbone", "resnet50"])
+        err = capsys.readouterr().err
+        assert info.value.code == 1 and err.startswith("error: ") and len(err.splitlines()) == 1, err
+        assert re.search(message, err), err
+    assert not (tmp_path / "out.pth").exists()
+
+
+def test_init_file_of_another_network_is_one_line_error(tmp_path, monkeypatch, capsys):
+    """``asl-train init.path=<a file that does not fit>``: the key mismatch is a user error (one line), not a
+    traceback."""
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr(sys, "argv", ["asl-train", "init.required=true", f"init.path={tmp_path / 'other.pth'}",
+                                      "train.iters=1", f"hydra.run.dir={tmp_path / 'run'}"])
+    with pytest.raises(SystemExit) as info:
+        cli.train()
+    err = capsys.readouterr().err
+    assert info.value.code == 1 and err.startswith(f"error: backbone weights {tmp_path / 'other.pth'} do not fit")

@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 
 import torch
-from repro_shared.checkpoint import load_weights_file, remap_keys
+from repro_shared.checkpoint import CheckpointError, load_weights_file, remap_keys
 from repro_shared.fsio import atomic_open
 
 from .models import DeepLabV3Plus, build_segmenter
@@ -49,9 +49,8 @@ def load_backbone_weights(model: DeepLabV3Plus, path: str | os.PathLike, *, trus
     tensors loaded.
 
     Raises:
-        RuntimeError: the file does not fit the backbone (missing / unexpected / shape-mismatched keys are
-            listed; nothing is loaded).
-        repro_shared.checkpoint.CheckpointError: the file is missing, unreadable or holds pickled code.
+        repro_shared.checkpoint.CheckpointError: the file is missing, unreadable or holds pickled code, or it
+            does not fit the backbone (missing / unexpected / shape-mismatched keys are listed; nothing is loaded).
     """
     state = convert_mmcv_resnet_v1c(load_weights_file(path, trust=trust))
     own = {k: v for k, v in model.backbone.state_dict().items() if not k.endswith("num_batches_tracked")}
@@ -60,7 +59,7 @@ def load_backbone_weights(model: DeepLabV3Plus, path: str | os.PathLike, *, trus
     mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
                   if k in state and state[k].shape != own[k].shape]
     if missing or unexpected or mismatched:
-        raise RuntimeError(
+        raise CheckpointError(
             f"backbone weights {path} do not fit: {len(missing)} missing keys (e.g. {missing[:4]}), "
             f"{len(unexpected)} unexpected (e.g. {unexpected[:4]}), {len(mismatched)} shape mismatches "
             f"(e.g. {mismatched[:2]}); expected an ImageNet ResNet-V1c of the same depth in mmcv or timm names")
@@ -69,7 +68,8 @@ def load_backbone_weights(model: DeepLabV3Plus, path: str | os.PathLike, *, trus
 
 
 def main(argv: list[str] | None = None) -> Path:
-    """``asl-convert-backbone SRC DST --backbone resnet101``: convert + check + write (atomically)."""
+    """``asl-convert-backbone SRC DST --backbone resnet101``: convert + check + write (atomically); a file that
+    cannot be converted ends with ``error: <why>`` on stderr and exit status 1."""
     ap = argparse.ArgumentParser(description="Convert official mmcv ResNet-V1c ImageNet weights to auto_seg_loss's "
                                              "backbone names and check that they fit")
     ap.add_argument("src", help="downloaded file, e.g. resnet101_v1c-e67eebb6.pth")
@@ -79,7 +79,10 @@ def main(argv: list[str] | None = None) -> Path:
                     help="unpickle SRC in full (only for a file from a source you trust)")
     args = ap.parse_args(argv)
     model = build_segmenter(2, args.backbone)
-    n = load_backbone_weights(model, args.src, trust=args.trust_checkpoint)
+    try:
+        n = load_backbone_weights(model, args.src, trust=args.trust_checkpoint)
+    except CheckpointError as e:  # missing / unreadable / untrusted / wrong-depth file: one line, exit status 1
+        ap.exit(1, f"error: {e}\n")
     state = {k: v for k, v in model.backbone.state_dict().items() if not k.endswith("num_batches_tracked")}
     with atomic_open(args.dst, "wb") as f:
         torch.save(state, f)
