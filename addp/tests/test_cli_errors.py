@@ -57,3 +57,12 @@ def test_entry_point_corrupt_init_file_ends_with_one_error_line(tmp_path):
     assert r.stderr.startswith("error: ") and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "addp-vit-base-16.pth cannot be read (truncated, corrupt or not a torch file)" in r.stderr
     assert "trust_checkpoint" not in r.stderr
+
+
+def test_generate_without_a_model_says_what_to_pass(tmp_path):
+    from helpers import cfg_of
+
+    from addp.cli import run_generate
+
+    with pytest.raises(ValueError, match=r"addp-generate needs a model: pass run_dir=.* or model.path="):
+        run_generate(cfg_of("device=cpu", f"+output_dir={tmp_path}/gen", name="generate"))

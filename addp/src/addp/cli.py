@@ -127,6 +127,10 @@ def _generation_inputs(cfg: DictConfig, device: torch.device):
             raise FileNotFoundError(f"run_dir={cfg.run_dir!r} holds no stages.json (written by addp-train)")
         stages = json.loads(stages_file.read_text())
         model_path, tok_path = stages["addp"], stages["tokenizer"]
+    if not model_path:
+        raise ValueError("addp-generate needs a model: pass run_dir=<an addp-train output folder> or "
+                         "model.path=<ADDP weights> (an official addp-vit-*-16.pth also needs its "
+                         "experiment=generate/...; tokenizer.init.path when the file has no vqgan.* tensors)")
     tokenizer = load_tokenizer(tok_path or model_path, preset=cfg.tokenizer.preset,
                                trust=bool(cfg.trust_checkpoint)).to(device)
     model = load_addp(model_path, variant=cfg.model.variant, codebook_size=tokenizer.codebook_size,
