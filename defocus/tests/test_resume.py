@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-DRIVER = Path(__file__).with_name("_kill_driver.py")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1", "CUDA_VISIBLE_DEVICES": ""}
 
 
 def _run(entry: str, out: Path, kill_after: int, overrides: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(DRIVER), str(kill_after), entry, f"hydra.run.dir={out}", *overrides],
+    target = {"train": "defocus.cli:train", "detect": "defocus.detect:detect"}[entry]
+    return subprocess.run([sys.executable, "-m", "repro_shared.testing", str(kill_after), target, f"hydra.run.dir={out}",
+                           *overrides],
                           env=ENV, capture_output=True, text=True, timeout=900)
 
 

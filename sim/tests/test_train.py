@@ -15,7 +15,6 @@ from PIL import Image
 from repro_shared.guards import NonFiniteError
 from sim import tasks
 
-DRIVER = Path(__file__).with_name("_kill_driver.py")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1", "CUDA_VISIBLE_DEVICES": ""}
 SMALL = ["data.train_subset=128", "train.batch_size=32", "train.epochs=2", "train.warmup_epochs=1",
          "probe.enabled=false", "device=cpu"]
@@ -65,7 +64,8 @@ def test_nan_prediction_stops_with_a_named_error(tmp_path, compose_config, monke
 
 
 def _run(entry, out, kill_after, overrides):
-    return subprocess.run([sys.executable, str(DRIVER), str(kill_after), entry, f"hydra.run.dir={out}", *overrides],
+    return subprocess.run([sys.executable, "-m", "repro_shared.testing", str(kill_after), f"sim.cli:{entry}",
+                           f"hydra.run.dir={out}", *overrides],
                           env=ENV, capture_output=True, text=True, timeout=900)
 
 
