@@ -54,7 +54,8 @@ def test_eval_without_checkpoint_is_a_clear_error(tmp_path, monkeypatch, capsys)
 
 def test_missing_coco_files_error(tmp_path):
     cfg = _cfg(tmp_path, "data=coco", f"data.root={tmp_path}/nowhere")
-    with pytest.raises(FileNotFoundError, match="instances_train2017.json not found"):
+    with pytest.raises(FileNotFoundError, match=r"instances_train2017.json not found.*set data\.root=<your COCO "
+                                                r"folder> \(now '.*nowhere'\)"):
         build_dataset(cfg.data, "train", train=True)
 
 

@@ -26,7 +26,7 @@ def build_dataset(cfg: Any, split: str, train: bool, train_size: int = 512) -> C
 
     Raises:
         ValueError: unknown ``data.name`` (lists the known ones).
-        FileNotFoundError: missing annotation file / image folder (names it and the expected layout).
+        FileNotFoundError: missing annotation file / image folder (names it, the expected layout and ``data.root``).
     """
     if cfg.name not in DATASETS:
         raise ValueError(f"unknown dataset {cfg.name!r}; known: {', '.join(DATASETS)}")
@@ -35,5 +35,9 @@ def build_dataset(cfg: Any, split: str, train: bool, train_size: int = 512) -> C
     if cfg.name == "shapes":
         p = _shapes_split(cfg, str(cfg[f"{split}_split"]), cfg[f"num_{split}"])
         return CocoDetection(p.image_dir, p.ann_file, tf, train=train, skip_corrupt=skip)
-    return CocoDetection(os.path.expanduser(str(cfg[f"{split}_images"])), os.path.expanduser(str(cfg[f"{split}_ann"])),
-                         tf, train=train, skip_corrupt=skip)
+    try:
+        return CocoDetection(os.path.expanduser(str(cfg[f"{split}_images"])),
+                             os.path.expanduser(str(cfg[f"{split}_ann"])), tf, train=train, skip_corrupt=skip)
+    except FileNotFoundError as e:  # say which setting points there
+        raise FileNotFoundError(f"{e}; set data.root=<your COCO folder> (now {cfg.get('root')!r}) or "
+                                f"data.{split}_ann / data.{split}_images") from e
