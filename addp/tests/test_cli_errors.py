@@ -66,3 +66,15 @@ def test_generate_without_a_model_says_what_to_pass(tmp_path):
 
     with pytest.raises(ValueError, match=r"addp-generate needs a model: pass run_dir=.* or model.path="):
         run_generate(cfg_of("device=cpu", f"+output_dir={tmp_path}/gen", name="generate"))
+
+
+def test_an_unset_required_setting_names_the_key(tmp_path, capsys, monkeypatch):
+    from helpers import cfg_of
+
+    from addp.cli import run_fid
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit):
+        report_user_errors(run_fid)(cfg_of("device=cpu", f"+output_dir={tmp_path}/fid", name="fid"))
+    err = capsys.readouterr().err
+    assert err.startswith("error: fid.generated must be set: pass fid.generated=...") and "Traceback" not in err

@@ -13,6 +13,7 @@ from pathlib import Path
 import hydra
 import torch
 from omegaconf import DictConfig
+from omegaconf.errors import MissingMandatoryValue
 
 from repro_shared import checkpoint, dist, run
 from repro_shared.data import DataError
@@ -27,17 +28,20 @@ USER_ERRORS = (FileNotFoundError, ValueError, DataError, checkpoint.CheckpointEr
 
 
 def report_user_errors(task):
-    """Wrap a Hydra task function: a :data:`USER_ERRORS` exception ends the command with one line
-    ``error: <message>`` on stderr (also written to the run's ``log.txt`` when one is open) and exit status 1.
-    ``HYDRA_FULL_ERROR=1`` re-raises it with the traceback; other exceptions (bugs) keep their traceback."""
+    """Wrap a Hydra task function: a :data:`USER_ERRORS` exception (or an unset ``???`` setting) ends the command
+    with one line ``error: <message>`` on stderr (also written to the run's ``log.txt`` when one is open) and exit
+    status 1. ``HYDRA_FULL_ERROR=1`` re-raises it with the traceback; other exceptions (bugs) keep their traceback."""
 
     @functools.wraps(task)
     def wrapper(cfg: DictConfig):
         try:
             return task(cfg)
-        except USER_ERRORS as e:
+        except (*USER_ERRORS, MissingMandatoryValue) as e:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
+            if isinstance(e, MissingMandatoryValue):   # a `???` of the config: say which key and where the usage is
+                e = ValueError(f"{e.full_key} must be set: pass {e.full_key}=... on the command line (the usage is at "
+                               "the top of the entry point's config, addp/src/addp/configs/<name>.yaml)")
             log = logging.getLogger("addp")
             for handler in log.handlers:
                 if isinstance(handler, logging.FileHandler):
