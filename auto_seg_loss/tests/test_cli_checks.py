@@ -214,3 +214,19 @@ def test_init_file_of_another_network_is_one_line_error(tmp_path, monkeypatch, c
         cli.train()
     err = capsys.readouterr().err
     assert info.value.code == 1 and err.startswith(f"error: backbone weights {tmp_path / 'other.pth'} do not fit")
+
+
+# --------------------------------------------------------------------------------------- train.resume=auto
+def test_resume_auto_refuses_a_folder_of_another_run(tmp_path):
+    """``asl-train`` (resume=auto by default) in the folder of a finished run with another loss would skip
+    training and write the other run's metrics under this run's name: refused, naming the differing keys."""
+    common = ["data.num_train=16", "data.num_val=8", "train.batch_size=8", "train.iters=2", "model=tiny",
+              f"output_dir={tmp_path}"]
+    run_train(compose("train", common))
+    with pytest.raises(ValueError, match=r"another configuration \(loss\.metric: 'BF1' here, 'mIoU' saved\).*"
+                                         r"hydra\.run\.dir.*train\.resume=none"):
+        run_train(compose("train", common + ["loss.metric=BF1"]))
+    # settings that may change: logging, workers, evaluation, data paths; train.resume=none starts over
+    again = run_train(compose("train", common + ["train.log_every=1", "eval.batch_size=4", "data.skip_corrupt=true"]))
+    assert 0 <= again["mIoU"] <= 100
+    run_train(compose("train", common + ["loss.metric=BF1", "train.resume=none"]))

@@ -136,6 +136,44 @@ def _check_entry_point(cfg: DictConfig, entry: str) -> None:
                          f"run experiment={kinds} with {other}; {entry} takes the other experiments")
 
 
+# Config keys that may differ between a run and its continuation by ``train.resume=auto`` (paths on another
+# machine, logging, checkpoint cadence, evaluation); every other key must match.
+RESUME_MAY_CHANGE = ("device", "output_dir", "train.resume", "train.num_workers", "train.log_every",
+                     "train.ckpt_every", "eval.", "data.root", "data.skip_corrupt", "init.path", "init.trust_checkpoint")
+
+
+def _flat(tree, prefix: str = "") -> dict:
+    if not isinstance(tree, dict):
+        return {prefix[:-1]: tree}
+    return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+
+
+def _check_resume_config(cfg: DictConfig, ckpt_dir: Path) -> None:
+    """With ``train.resume=auto``, refuse a run folder whose newest checkpoint was written with another config
+    (another loss, model, schedule, ...): resuming it would continue, or for a finished run just re-evaluate,
+    the other run under this run's name.
+
+    Raises:
+        ValueError: listing the differing keys (``"key: <here> here, <saved> saved"``).
+    """
+    if str(cfg.train.get("resume")) != "auto":
+        return
+    latest = checkpoint.find_latest_checkpoint(ckpt_dir)
+    if latest is None:
+        return
+    saved = torch.load(latest, map_location="cpu", weights_only=True, mmap=True).get("config")
+    if not isinstance(saved, dict):
+        return
+    a, b = _flat(saved), _flat(OmegaConf.to_container(cfg, resolve=True))
+    diff = [f"{k}: {b.get(k)!r} here, {a.get(k)!r} saved" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k) and not any(k == i or k.startswith(i) for i in RESUME_MAY_CHANGE)]
+    if diff:
+        raise ValueError(f"train.resume=auto found a checkpoint in {ckpt_dir} of a run with another configuration "
+                         f"({'; '.join(diff[:8])}{'; ...' if len(diff) > 8 else ''}): this output folder belongs to "
+                         "another run. Use a new folder (hydra.run.dir=...), train.resume=none to start over in it, "
+                         "or train.resume=<checkpoint path> to start from it on purpose")
+
+
 def run_train(cfg: DictConfig) -> dict:
     """Train a segmenter with one loss and evaluate all six metrics; writes ``metrics.json``.
 
@@ -143,11 +181,13 @@ def run_train(cfg: DictConfig) -> dict:
     (before anything is built or written) until ``init.path`` names their ImageNet weights.
 
     Raises:
-        ValueError: a search experiment (``experiment=search_voc_*``) given to ``asl-train``.
+        ValueError: a search experiment (``experiment=search_voc_*``) given to ``asl-train``; ``train.resume=auto``
+            in a folder whose checkpoint was written with another config (:func:`_check_resume_config`).
     """
     _check_entry_point(cfg, "asl-train")
     init_path = run.check_required_init(cfg.get("init"))
     ctx = run.setup_run(cfg, name="auto_seg_loss")
+    _check_resume_config(cfg, ctx.checkpoint_dir)
     t0 = time.perf_counter()
     train_ds = build_dataset(cfg.data, cfg.data.train_split, train=True)
     loader = _train_loader(train_ds, cfg.train.batch_size, cfg.seed, cfg.train.num_workers,
