@@ -369,7 +369,7 @@ def load_external(path: str | os.PathLike, *, trust: bool = False, safe_globals:
 
         get_logger("repro_shared.checkpoint").warning(
             "loading %s with full pickle (trust_checkpoint=true): it can run code on load", path)
-        return torch.load(path, map_location=map_location, weights_only=False)
+        return torch.load(path, map_location=map_location, weights_only=False)  # trusted: explicit opt-in
     try:
         with torch.serialization.safe_globals(list(safe_globals)):
             return torch.load(path, map_location=map_location, weights_only=True)

@@ -1,6 +1,6 @@
 """Stop training at the first non-finite loss or prediction, with one error that names the step and term.
 
-No loss is ever passed through ``nan_to_num``: a NaN is a divergence (or a data fault) and continuing
+A non-finite value is never replaced by a finite one: a NaN is a divergence (or a data fault) and continuing
 would train on garbage. The checkpoint on disk is untouched by the failed step, so the last good one
 stays the newest valid checkpoint.
 

@@ -11,6 +11,8 @@ Shapes: ``u1, u2, t1, t2``: (n, C) float32; the returned ``g1, g2``: (n, C).
 
 from __future__ import annotations
 
+import abc
+
 import torch
 
 from ..models.siamese import SiameseOutput
@@ -31,17 +33,17 @@ class MixInfo:
         return self.lam * t + (1.0 - self.lam) * t[self.perm]
 
 
-class GradientLoss(SiameseLoss):
+class GradientLoss(SiameseLoss, abc.ABC):
     """A method given by its gradient: ``forward`` normalises, calls :meth:`gradients` without autograd and
     returns the symmetric surrogate ``L = (mean<u1, sg g1> + mean<u2, sg g2>) / 2`` and ``pos_sim``."""
 
     #: whether :meth:`gradients` accepts ``mix`` (CutMix-ed online views)
     supports_mix = False
 
+    @abc.abstractmethod
     def gradients(self, u1: torch.Tensor, u2: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample gradients ``(g1, g2)`` (n, C); updates the objective's state (F, queue) if it has one."""
-        raise NotImplementedError
 
     def forward(self, out: SiameseOutput, mix: MixInfo | None = None) -> dict[str, torch.Tensor]:
         """``{"loss": surrogate, "pos_sim": monitor}`` of one step's network output.
