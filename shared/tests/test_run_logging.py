@@ -64,3 +64,46 @@ def test_summary_table(tmp_path):
     assert "| pkg_a | ok | top1=0.9123, loss=0.1 |" in table.replace("loss=0.1, top1=0.9123", "top1=0.9123, loss=0.1")
     assert "| pkg_b | FAILED" in table
     assert summary.main([str(tmp_path / "pkg_a")]) == 0
+
+
+def test_report_user_errors_one_line_exit_1(tmp_path, capsys, monkeypatch):
+    import logging
+
+    from omegaconf import OmegaConf
+
+    from repro_shared.data import DataError
+    from repro_shared.run import report_user_errors
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    log = logging.getLogger("repro_test_cli")
+    handler = logging.FileHandler(tmp_path / "log.txt")
+    log.addHandler(handler)
+    try:
+        @report_user_errors("repro_test_cli")
+        def task(cfg):
+            if cfg == "data":
+                raise DataError("image x.jpg is truncated", "truncated")
+            if cfg == "missing":
+                return OmegaConf.create({"data": {"root": "???"}}).data.root
+            if cfg == "bug":
+                raise RuntimeError("a bug keeps its traceback")
+            return 7
+
+        assert task("ok") == 7
+        with pytest.raises(SystemExit) as e:
+            task("data")
+        assert e.value.code == 1
+        err = capsys.readouterr().err
+        assert err.splitlines()[0] == "error: image x.jpg is truncated" and "Traceback" not in err
+        with pytest.raises(SystemExit):
+            task("missing")
+        assert "pass it on the command line, e.g. data.root=<value>" in capsys.readouterr().err
+        with pytest.raises(RuntimeError, match="a bug"):
+            task("bug")
+        monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+        with pytest.raises(DataError):
+            task("data")
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+    assert "DataError: image x.jpg is truncated" in (tmp_path / "log.txt").read_text()

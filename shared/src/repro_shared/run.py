@@ -2,6 +2,7 @@
 
 ```python
 @hydra.main(version_base=None, config_path="configs", config_name="train")
+@run.report_user_errors("mypkg")    # bad input / divergence: one line "error: ..." and exit 1, no traceback
 def main(cfg):
     ctx = run.setup_run(cfg)        # output folder, config.yaml, seed, device, process group, logger
     ...
@@ -11,14 +12,16 @@ def main(cfg):
 
 from __future__ import annotations
 
+import functools
 import json
 import logging as _pylogging
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -141,3 +144,53 @@ def write_metrics(out_dir: str | os.PathLike, metrics: Mapping[str, Any], filena
                  for k, v in metrics.items()}
         atomic_write_text(path, json.dumps(plain, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types whose message already says what was wrong and what to do: bad paths and values, unreadable
+    data (:class:`repro_shared.data.DataError`), bad checkpoints, a diverged run
+    (:class:`repro_shared.guards.NonFiniteError`), and a mandatory ``???`` config value left unset."""
+    from omegaconf.errors import MissingMandatoryValue
+
+    from .checkpoint import CheckpointError
+    from .data import DataError
+    from .guards import NonFiniteError
+
+    return (FileNotFoundError, ValueError, DataError, CheckpointError, NonFiniteError, MissingMandatoryValue)
+
+
+def report_user_errors(logger_name: str, extra: tuple[type[BaseException], ...] = ()) -> Callable:
+    """Decorator for a Hydra task function (put it under ``@hydra.main``): an exception of :func:`user_errors`
+    (or of ``extra``) ends the command with the single line ``error: <message>`` on stderr, the same line in the
+    run's ``log.txt`` (the FileHandlers of logger ``logger_name``) and exit status 1, instead of a traceback.
+    A ``???`` value left unset also names the override to pass. Programming errors are not caught;
+    ``HYDRA_FULL_ERROR=1`` re-raises user errors too, with their traceback.
+
+    Raises:
+        SystemExit: code 1 after a user error.
+    """
+    def decorate(task: Callable) -> Callable:
+        @functools.wraps(task)
+        def wrapper(cfg: Any) -> Any:
+            from omegaconf.errors import MissingMandatoryValue
+
+            try:
+                return task(cfg)
+            except user_errors() + tuple(extra) as e:
+                if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise
+                message = str(e)
+                if isinstance(e, MissingMandatoryValue):
+                    message = f"{message}: pass it on the command line, e.g. {e.full_key}=<value>"
+                log = _pylogging.getLogger(logger_name)
+                record = log.makeRecord(log.name, _pylogging.ERROR, __file__, 0, "%s: %s",
+                                        (type(e).__name__, message), None)
+                for handler in log.handlers:  # the run's log.txt; the console gets the line below once
+                    if isinstance(handler, _pylogging.FileHandler):
+                        handler.handle(record)
+                print(f"error: {message}\n(HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr)
+                raise SystemExit(1) from None
+
+        return wrapper
+
+    return decorate
