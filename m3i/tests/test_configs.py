@@ -38,6 +38,24 @@ def test_every_row_composes_and_resolves(name):
         assert cfg.data.name == "imagefolder" and cfg.data.root is None
 
 
+@pytest.mark.parametrize("name", [r for r in ROWS if not r.startswith("tiny")])
+def test_paper_rows_do_not_inherit_the_tiny_backbone_overrides(name):
+    """The default configs shrink the tiny ViT with ``model.overrides`` (D 64, 4 heads); a row's ``overrides: {}``
+    would merge with (keep) them, so paper rows set it to null and build the published widths."""
+    assert not row(name).model.get("overrides")
+
+
+def test_vit_b_row_builds_the_published_vit_b():
+    import torch
+
+    from m3i.tasks.common import build_backbone
+
+    c = row("pretrain/vit_b_in1k_m3i")
+    with torch.device("meta"):
+        bb = build_backbone(c.model, int(c.data.input_size))
+    assert (bb.embed_dim, len(bb.blocks), bb.blocks[0].attn.num_heads) == (768, 12, 12)
+
+
 def test_internimage_h_640_row_has_the_official_recipe():
     c = row("finetune/internimage_h_22kto1k_640")
     assert (c.model.variant, c.model.drop_path_rate, c.model.with_cp, c.data.input_size) == ("h", 0.2, True, 640)

@@ -29,8 +29,14 @@ def _plain(node: Any) -> dict:
 
 
 def token_stride(m: DictConfig) -> int:
-    """Pixels per token of the dense grid: the ViT patch, or 16 for InternImage (the x3/x4 neck)."""
+    """Pixels per token of the dense grid: the ViT patch, or 16 for InternImage (the x3/x4 neck).
+
+    Raises:
+        ValueError: an unknown ViT variant (the message lists the known ones).
+    """
     if m.backbone == "vit":
+        if m.variant not in VIT_VARIANTS:
+            raise ValueError(f"unknown ViT variant {m.variant!r}; known: {', '.join(VIT_VARIANTS)}")
         return int(_plain(m.get("overrides")).get("patch_size", VIT_VARIANTS[m.variant]["patch_size"]))
     return _INTERNIMAGE_STRIDE
 
