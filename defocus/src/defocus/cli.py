@@ -256,6 +256,7 @@ def convert(argv: list[str] | None = None) -> Path:
 
 
 _hydra = hydra.main(version_base=None, config_path="configs", config_name="train")
-train = _hydra(run_train)
-evaluate = _hydra(run_evaluate)
-diagnose = _hydra(run_diagnose)
+_one_line = run.report_user_errors("defocus")  # bad input / divergence: "error: ...", exit 1, no traceback
+train = _hydra(_one_line(run_train))
+evaluate = _hydra(_one_line(run_evaluate))
+diagnose = _hydra(_one_line(run_diagnose))

@@ -120,4 +120,4 @@ def run_detect(cfg: DictConfig) -> dict:
     return res
 
 
-detect = hydra.main(version_base=None, config_path="configs", config_name="detect")(run_detect)
+detect = hydra.main(version_base=None, config_path="configs", config_name="detect")(run.report_user_errors("defocus")(run_detect))
