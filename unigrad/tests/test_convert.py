@@ -8,7 +8,7 @@ import torchvision
 from torch import nn
 
 from conftest import make_cfg
-from repro_shared.checkpoint import UntrustedCheckpointError
+from repro_shared.checkpoint import CheckpointError, UntrustedCheckpointError
 from unigrad import cli
 from unigrad.losses import UniGradLoss
 from unigrad.models import SiameseNet
@@ -88,4 +88,16 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, capsys):
     with pytest.raises(UntrustedCheckpointError, match="trust_checkpoint=true"):
         cli.run_convert(make_cfg("convert", [f"input={path}", f"output={tmp_path / 'o.pt'}"], tmp_path))
     assert "this must never run" not in capsys.readouterr().out
+    assert not (tmp_path / "o.pt").exists()
+
+
+def test_converter_errors_name_the_input_and_the_fix(tmp_path):
+    torch.save({"epoch": 3}, tmp_path / "no_tensors.pt")
+    with pytest.raises(CheckpointError, match=r"input=.*no_tensors.pt: no tensors found"):
+        cli.run_convert(make_cfg("convert", [f"input={tmp_path / 'no_tensors.pt'}", f"output={tmp_path / 'o.pt'}"], tmp_path))
+    tiny = SiameseNet("tiny_cnn", 16, 8, tiny_widths=(4, 8, 16))
+    torch.save({"model": tiny.state_dict()}, tmp_path / "tiny.pt")
+    with pytest.raises(CheckpointError, match="format=torchvision needs a ResNet encoder .* use format=ours"):
+        cli.run_convert(make_cfg("convert", [f"input={tmp_path / 'tiny.pt'}", f"output={tmp_path / 'o.pt'}",
+                                             "format=torchvision"], tmp_path))
     assert not (tmp_path / "o.pt").exists()

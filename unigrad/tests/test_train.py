@@ -2,6 +2,10 @@
 NaN stop, bad input."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +13,7 @@ from hydra.errors import MissingConfigException
 from PIL import Image
 
 from conftest import FAST, make_cfg
-from repro_shared.checkpoint import find_latest_checkpoint, load_checkpoint
+from repro_shared.checkpoint import CheckpointError, find_latest_checkpoint, load_checkpoint
 from repro_shared.data import DataError
 from repro_shared.guards import NonFiniteError
 from repro_shared.logging import read_jsonl
@@ -83,6 +87,34 @@ def test_bad_input_fails_early_with_one_clear_error(tmp_path):
         cli.run_train(make_cfg("train", [*FAST, "loss=moco_grad", "loss.queue_size=1000"], tmp_path / "f"))
     with pytest.raises(ValueError, match="unknown data.name 'cifar'; known: digits, imagenet"):
         cli.run_train(make_cfg("train", [*FAST, "data.name=cifar"], tmp_path / "g"))
+    with pytest.raises(ValueError, match=r"data.root is not set: pass data.root=/path/to/imagenet with the layout"):
+        cli.run_train(make_cfg("train", ["data=imagenet"], tmp_path / "h"))  # root: ??? in data/imagenet.yaml
+
+
+def test_console_script_prints_one_error_line_not_a_traceback(tmp_path):
+    train = Path(sys.executable).parent / "unigrad-train"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    out = subprocess.run([str(train), "data=imagenet", "data.root=/no/such/imagenet", f"hydra.run.dir={tmp_path}"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 1 and "Traceback" not in out.stderr + out.stdout
+    assert out.stderr.startswith("error: data.root='/no/such/imagenet' is not a folder; expected layout:")
+    assert "FileNotFoundError: data.root='/no/such/imagenet'" in (tmp_path / "log.txt").read_text()
+
+
+def test_report_user_errors_keeps_programming_errors_and_honours_hydra_full_error(monkeypatch, capsys):
+    def fails(exc):
+        return cli.report_user_errors(lambda cfg: (_ for _ in ()).throw(exc))
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit) as stop:
+        fails(NonFiniteError("non-finite loss at step 3"))(None)
+    assert stop.value.code == 1 and capsys.readouterr().err.startswith("error: non-finite loss at step 3\n")
+    with pytest.raises(KeyError):  # a bug keeps its traceback
+        fails(KeyError("x"))(None)
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(ValueError, match="bad value"):
+        fails(ValueError("bad value"))(None)
 
 
 def _image_folder(root, corrupt: bool):
@@ -104,9 +136,10 @@ def test_unreadable_image_is_named_or_skipped_and_counted(tmp_path):
               "train.batch_size=4", "train.epochs=1", "eval.enabled=false"]
     with pytest.raises(DataError, match=str(bad)):
         cli.run_train(make_cfg("train", common, tmp_path / "a"))
-    cli.run_train(make_cfg("train", [*common, "data.skip_corrupt=true"], tmp_path / "b"))
+    # the kNN bank (train split, with the unreadable image) is read by the evaluation loaders too
+    res = cli.run_train(make_cfg("train", [*common, "data.skip_corrupt=true", "eval.enabled=true"], tmp_path / "b"))
     epoch_row = [r for r in read_jsonl(tmp_path / "b" / "metrics.jsonl") if "epoch_loss" in r][0]
-    assert epoch_row["epoch_skipped_samples"] == 1
+    assert epoch_row["epoch_skipped_samples"] == 1 and 0 <= res["knn_top1"] <= 100
 
 
 def test_lineval_and_knn_on_a_trained_checkpoint(tmp_path):
@@ -118,6 +151,12 @@ def test_lineval_and_knn_on_a_trained_checkpoint(tmp_path):
     assert 0 < res["top1"] <= res["top5"] <= 100 and res["best_top1"] >= res["top1"]
     knn = cli.run_knn(make_cfg("knn", [*model, f"init.path={ckpt}"], tmp_path / "knn"))
     assert 0 < knn["knn_top1"] <= 100
+    # weights of another architecture, or a file without an encoder: one error naming the file and the fix
+    with pytest.raises(CheckpointError, match=r"does not fit model.encoder=tiny_cnn .* pass the model=\.\.\."):
+        cli.run_lineval(make_cfg("lineval", [f"init.path={ckpt}"], tmp_path / "wrong"))  # default widths 32-64-128
+    torch.save({"epoch": 3}, tmp_path / "no_tensors.pt")
+    with pytest.raises(CheckpointError, match=r"no_tensors.pt: no tensors found.*expected a unigrad-train checkpoint"):
+        cli.run_knn(make_cfg("knn", [*model, f"init.path={tmp_path / 'no_tensors.pt'}"], tmp_path / "knn2"))
     # a run that needs weights and has none stops before building anything, saying where to get them
     with pytest.raises(FileNotFoundError, match="unigrad-convert"):
         cli.run_lineval(make_cfg("lineval", ["experiment=lineval_r50_simsiam_lars"], tmp_path / "req"))

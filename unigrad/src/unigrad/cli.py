@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -11,11 +15,13 @@ import hydra
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 from torch import nn
 
 from repro_shared import checkpoint, dist, run
 from repro_shared.checkpoint import load_external
-from repro_shared.data import SkipNoneCollate, build_loader
+from repro_shared.data import DataError, SkipNoneCollate, build_loader
+from repro_shared.guards import NonFiniteError
 
 from .data import eval_datasets, eval_loader, lineval_datasets, pretrain_dataset
 from .engine import EpochMeter, lineval_one_epoch, train_one_epoch, validate
@@ -39,14 +45,15 @@ def build_objects(cfg: DictConfig) -> tuple[SiameseNet, SiameseLoss]:
     MoCo queues.
 
     Raises:
-        TypeError: ``cfg.loss`` does not build a :class:`~unigrad.losses.SiameseLoss`.
+        ValueError: ``cfg.loss`` does not build a :class:`~unigrad.losses.SiameseLoss`.
     """
     m = cfg.model
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(cfg.seed))
         criterion = instantiate(cfg.loss)
         if not isinstance(criterion, SiameseLoss):
-            raise TypeError(f"loss._target_={cfg.loss._target_!r} is not an objective of unigrad.losses")
+            raise ValueError(f"loss._target_={cfg.loss._target_!r} is not an objective of unigrad.losses; use one of "
+                             "the loss=<name> configs (configs/loss/*.yaml)")
         model = SiameseNet(m.encoder, int(m.projector_hidden_dim), int(m.projector_output_dim),
                            momentum=criterion.target == "momentum", predictor_hidden_dim=m.predictor_hidden_dim,
                            zero_init_residual=bool(m.zero_init_residual), tiny_widths=tuple(m.tiny_widths))
@@ -196,6 +203,15 @@ def _pretrained_encoder(cfg: DictConfig, log) -> tuple[nn.Sequential, int, dict 
                     cfg.model.encoder)
         return encoder, dim, None
     weights = load_encoder_weights(path, branch=str(cfg.init.branch), trust=bool(cfg.trust_checkpoint))
+    expected = encoder.state_dict()
+    missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    wrong_shape = [k for k in set(expected) & set(weights) if expected[k].shape != weights[k].shape]
+    if missing or unexpected or wrong_shape:
+        raise checkpoint.CheckpointError(
+            f"init.path={str(path)!r} holds an encoder that does not fit model.encoder={cfg.model.encoder} "
+            f"({len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(wrong_shape)} wrongly shaped tensors (e.g. "
+            f"{(missing + unexpected + wrong_shape)[:3]}); pass the model=... (and model.* sizes) it was trained with")
     encoder.load_state_dict(weights)
     log.info("loaded the %s encoder of %s", cfg.init.branch, path)
     return encoder, dim, {k: v.clone() for k, v in encoder.state_dict().items()}
@@ -301,7 +317,11 @@ def run_convert(cfg: DictConfig) -> Path:
     log = get_logger("unigrad")
     if cfg.format not in ("ours", "torchvision"):
         raise ValueError(f"format must be 'ours' or 'torchvision', got {cfg.format!r}")
-    sd, f = split_checkpoint(load_external(cfg.input, trust=bool(cfg.trust_checkpoint)))
+    obj = load_external(cfg.input, trust=bool(cfg.trust_checkpoint))
+    try:
+        sd, f = split_checkpoint(obj)
+    except checkpoint.CheckpointError as e:
+        raise checkpoint.CheckpointError(f"input={cfg.input}: {e}") from e
     if cfg.format == "torchvision":
         out = to_torchvision_resnet(sd, branch=str(cfg.branch))
     else:
@@ -317,8 +337,39 @@ def run_convert(cfg: DictConfig) -> Path:
     return path
 
 
+#: errors whose message says what was wrong and what to do: the console scripts print the message alone
+USER_ERRORS = (FileNotFoundError, ValueError, DataError, checkpoint.CheckpointError, NonFiniteError,
+               MissingMandatoryValue)
+
+
+def report_user_errors(fn):
+    """Wrap a Hydra task function for its console script: a :data:`USER_ERRORS` exception becomes one line
+    ``error: <message>`` on stderr (also written to the run's ``log.txt``) and exit status 1, instead of a
+    traceback. ``HYDRA_FULL_ERROR=1`` re-raises it with the traceback. Programming errors are not caught."""
+
+    @functools.wraps(fn)
+    def wrapper(cfg: DictConfig):
+        try:
+            return fn(cfg)
+        except USER_ERRORS as e:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            message = str(e)
+            if isinstance(e, MissingMandatoryValue):  # a ??? field of the config was not given
+                message = f"{message}: pass it on the command line, e.g. {e.full_key}=<value>"
+            log = logging.getLogger("unigrad")
+            record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s: %s", (type(e).__name__, message), None)
+            for handler in log.handlers:  # the run's log.txt; the console gets the line below once
+                if isinstance(handler, logging.FileHandler):
+                    handler.handle(record)
+            print(f"error: {message}\n(HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr)
+            raise SystemExit(1) from None
+
+    return wrapper
+
+
 def _main(config_name: str, fn):
-    return hydra.main(version_base=None, config_path="configs", config_name=config_name)(fn)
+    return hydra.main(version_base=None, config_path="configs", config_name=config_name)(report_user_errors(fn))
 
 
 train = _main("train", run_train)
@@ -326,5 +377,5 @@ lineval = _main("lineval", run_lineval)
 knn = _main("knn", run_knn)
 convert = _main("convert", run_convert)
 
-__all__ = ["build_objects", "check_batch", "representation_metrics", "run_train", "run_lineval", "run_knn", "run_convert",
+__all__ = ["USER_ERRORS", "report_user_errors", "build_objects", "check_batch", "representation_metrics", "run_train", "run_lineval", "run_knn", "run_convert",
            "train", "lineval", "knn", "convert"]

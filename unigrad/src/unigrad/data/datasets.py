@@ -14,7 +14,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
-from repro_shared.data import ImageFolder, require_dir
+from omegaconf import OmegaConf
+
+from repro_shared.data import ImageFolder, SkipNoneCollate, require_dir
 from repro_shared.toydata import DigitsDataset
 
 from . import transforms as T
@@ -32,6 +34,8 @@ def _check_name(data: Any) -> str:
 
 
 def _imagenet_split(data: Any, split: str, transform) -> ImageFolder:
+    if (OmegaConf.is_config(data) and OmegaConf.is_missing(data, "root")) or data.get("root") is None:
+        raise ValueError(f"data.root is not set: pass data.root=/path/to/imagenet with the layout {IMAGENET_LAYOUT}")
     root = require_dir(data.root, IMAGENET_LAYOUT, "data.root")
     return ImageFolder(Path(root) / split, transform, skip_corrupt=bool(data.get("skip_corrupt", False)),
                        key=f"data.root (split folder {split}/)")
@@ -70,8 +74,11 @@ def lineval_datasets(data: Any) -> tuple[Dataset, Dataset]:
 
 def eval_loader(dataset: Dataset, batch_size: int, num_workers: int = 0) -> DataLoader:
     """Ordered loader over this rank's shard (``DistributedSampler`` without shuffling under a process group;
-    it pads with repeated samples so that every shard has the same size, as the official kNN loaders)."""
+    it pads with repeated samples so that every shard has the same size, as the official kNN loaders).
+    Samples a ``skip_corrupt`` dataset returns as ``None`` (unreadable files, already warned about) are dropped
+    with their labels (``SkipNoneCollate``); a batch of only unreadable files raises ``DataError``."""
     sampler = None
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         sampler = DistributedSampler(dataset, shuffle=False)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=num_workers)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=num_workers,
+                      collate_fn=SkipNoneCollate())

@@ -89,7 +89,9 @@ def to_torchvision_resnet(state_dict: dict[str, torch.Tensor], branch: str = "on
     for k, v in encoder_state_dict(state_dict, branch).items():
         idx, _, rest = k.partition(".")
         if idx not in TORCHVISION_NAMES:
-            raise CheckpointError(f"encoder key {k!r} has index {idx}, which is not a torchvision ResNet module")
+            raise CheckpointError(f"encoder key {k!r} has index {idx}, which is not a torchvision ResNet module: "
+                                  "format=torchvision needs a ResNet encoder (resnet18 / resnet50), not tiny_cnn; "
+                                  "use format=ours")
         out[f"{TORCHVISION_NAMES[idx]}.{rest}"] = v
     return out
 
@@ -101,7 +103,8 @@ def load_encoder_weights(path: str | os.PathLike, *, branch: str = "online", tru
 
     Raises:
         CheckpointError / UntrustedCheckpointError: unreadable file, or a pickled type refused (see
-            ``repro_shared.checkpoint.load_external``; ``trust=True`` is the explicit opt-in).
+            ``repro_shared.checkpoint.load_external``; ``trust=True`` is the explicit opt-in), or a file without
+            the encoder (the message names the file).
     """
     path = Path(path)
     if Path(str(path) + ".done").is_file():
@@ -109,5 +112,9 @@ def load_encoder_weights(path: str | os.PathLike, *, branch: str = "online", tru
     obj = load_external(path, trust=trust)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         obj = {"model": obj["model"]}
-    sd, _ = split_checkpoint(obj)
-    return encoder_state_dict(sd, branch)
+    try:
+        sd, _ = split_checkpoint(obj)
+        return encoder_state_dict(sd, branch)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}; expected a unigrad-train checkpoint, a unigrad-convert format=ours "
+                              "file or an official UniGrad checkpoint") from e
