@@ -159,8 +159,8 @@ def test_load_for_eval_names_the_differing_model_and_loss_keys(tmp_path):
     path = checkpoint.save_checkpoint(checkpoint.checkpoint_path(tmp_path, 1), model=model, step=1, config=trained)
     here = _cfg("data.root=/elsewhere")  # a data path may differ
     other = build_detector(here.model, here.loss, num_classes=3)
-    with pytest.raises(CheckpointError, match=r"holds another detector.*loss\.type: 'pap' here, 'focal_giou' saved"
-                                              r".*model\.fpn_channels: 64 here, 32 saved.*experiment="):
+    with pytest.raises(CheckpointError, match=r"holds another detector.*model\.fpn_channels: 64 here, 32 saved"
+                                              r".*loss\.type: 'pap' here, 'focal_giou' saved.*experiment="):
         load_for_eval(other, path, here)
     fits = build_detector(trained.model, trained.loss, num_classes=3)
     load_for_eval(fits, path, trained)

@@ -223,6 +223,7 @@ def load_for_eval(model, path: Path, cfg: DictConfig) -> None:
         keys = ("model", "loss", "data")  # data: the number of classes comes from the dataset
         diff = config_differences({k: saved.get(k) for k in keys}, {k: here[k] for k in keys},
                                   tuple(k for k in RESUME_MAY_CHANGE if k.startswith("data.")))
+        diff.sort(key=lambda d: keys.index(d.split(".", 1)[0]))  # the detector first, then its loss, then data
         raise checkpoint.CheckpointError(
             f"{path} holds another detector than this pap-eval builds ({'; '.join(diff[:8]) or 'same model/loss/data config'}"
             f"{'; ...' if len(diff) > 8 else ''}): pass the training run's overrides (e.g. model=... loss=... or "
