@@ -12,6 +12,7 @@ import torch
 
 
 @pytest.mark.dist
+@pytest.mark.slow
 def test_torchrun_two_processes(tmp_path):
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
     exe = str(Path(sys.executable).with_name("asl-train"))

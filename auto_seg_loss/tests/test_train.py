@@ -78,6 +78,7 @@ def test_sigkill_mid_epoch_then_resume_is_exact(tmp_path):
     assert ma == mb
 
 
+@pytest.mark.slow  # three search processes; the default suite keeps the training SIGKILL test
 def test_search_sigkill_mid_proxy_training_then_resume_continues_the_trajectory(tmp_path):
     """2 rounds x 3 samples x 4 proxy iterations: killed after SGD step 14 (round 1, sample 0, in the middle of
     its proxy training), rerun in the same folder: same rewards, same policy after every round, same result."""
