@@ -87,6 +87,11 @@ def test_bad_input_fails_early_with_one_clear_error(tmp_path):
         cli.run_train(make_cfg("train", [*FAST, "loss=moco_grad", "loss.queue_size=1000"], tmp_path / "f"))
     with pytest.raises(ValueError, match="unknown data.name 'cifar'; known: digits, imagenet"):
         cli.run_train(make_cfg("train", [*FAST, "data.name=cifar"], tmp_path / "g"))
+    with pytest.raises(ValueError, match=r"loss \(unigrad.losses.UniGradLoss\): UniGradLoss takes target in .* got 'foo'"):
+        cli.run_train(make_cfg("train", [*FAST, "loss.target=foo"], tmp_path / "i"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device=cuda was requested but CUDA is not available; use device=cpu"):
+            cli.run_train(make_cfg("train", [*FAST, "device=cuda"], tmp_path / "j"))
     with pytest.raises(ValueError, match=r"data.root is not set: pass data.root=/path/to/imagenet with the layout"):
         cli.run_train(make_cfg("train", ["data=imagenet"], tmp_path / "h"))  # root: ??? in data/imagenet.yaml
 

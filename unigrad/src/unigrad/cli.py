@@ -13,6 +13,7 @@ from pathlib import Path
 
 import hydra
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
@@ -50,7 +51,12 @@ def build_objects(cfg: DictConfig) -> tuple[SiameseNet, SiameseLoss]:
     m = cfg.model
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(cfg.seed))
-        criterion = instantiate(cfg.loss)
+        try:
+            criterion = instantiate(cfg.loss)
+        except InstantiationException as e:  # a bad loss.* value: report the objective's own message
+            if isinstance(e.__cause__, (ValueError, TypeError)):
+                raise ValueError(f"loss ({cfg.loss._target_}): {e.__cause__}") from e
+            raise
         if not isinstance(criterion, SiameseLoss):
             raise ValueError(f"loss._target_={cfg.loss._target_!r} is not an objective of unigrad.losses; use one of "
                              "the loss=<name> configs (configs/loss/*.yaml)")
@@ -108,9 +114,20 @@ def representation_metrics(model: SiameseNet, cfg: DictConfig, device: torch.dev
     return out
 
 
+def check_device(cfg: DictConfig) -> None:
+    """Refuse ``device=cuda...`` on a machine without CUDA with a user error (before ``setup_run``).
+
+    Raises:
+        ValueError: CUDA requested but not available.
+    """
+    if str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={cfg.device} was requested but CUDA is not available; use device=cpu or device=auto")
+
+
 # ------------------------------------------------------------------------------------------------ training
 def run_train(cfg: DictConfig) -> dict:
     """``unigrad-train``: build, resume (``train.resume=auto``), pre-train, checkpoint, evaluate, metrics.json."""
+    check_device(cfg)
     ctx = run.setup_run(cfg, name="unigrad")
     log, device, t, world = ctx.log, ctx.device, cfg.train, ctx.dist.world_size
     model, criterion = build_objects(cfg)
@@ -221,6 +238,7 @@ def run_lineval(cfg: DictConfig) -> dict:
     """``unigrad-lineval``: train a linear classifier on the frozen encoder (SimSiam protocol with LARS)."""
     import timm.optim
 
+    check_device(cfg)
     ctx = run.setup_run(cfg, name="unigrad")
     log, device, le = ctx.log, ctx.device, cfg.lineval
     with torch.random.fork_rng(devices=[]):
@@ -292,6 +310,7 @@ def run_lineval(cfg: DictConfig) -> dict:
 
 def run_knn(cfg: DictConfig) -> dict:
     """``unigrad-knn``: weighted kNN top-1 of the (pre-trained or random) encoder on the evaluation split."""
+    check_device(cfg)
     ctx = run.setup_run(cfg, name="unigrad")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(cfg.seed))
@@ -377,5 +396,5 @@ lineval = _main("lineval", run_lineval)
 knn = _main("knn", run_knn)
 convert = _main("convert", run_convert)
 
-__all__ = ["USER_ERRORS", "report_user_errors", "build_objects", "check_batch", "representation_metrics", "run_train", "run_lineval", "run_knn", "run_convert",
+__all__ = ["USER_ERRORS", "report_user_errors", "build_objects", "check_batch", "check_device", "representation_metrics", "run_train", "run_lineval", "run_knn", "run_convert",
            "train", "lineval", "knn", "convert"]
