@@ -229,3 +229,32 @@ def test_search_folder_of_another_search_is_refused(tmp_path):
         check_search_folder(tmp_path, other)
     check_search_folder(tmp_path, other, resume=False)  # starting over records the new config
     check_search_folder(tmp_path, other)
+
+
+def test_entry_points_refuse_another_runs_folder_before_touching_it(tmp_path, monkeypatch, capsys):
+    """``pap-train`` / ``pap-search`` in the folder of a run with other settings stop before ``setup_run``
+    rewrites that run's ``config.yaml``."""
+    import numpy as np
+
+    from param_ap_loss.search import SearchState, check_search_folder
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setenv("PAP_DATA_ROOT", str(tmp_path))
+    run = tmp_path / "run"
+    _toy_state(_cfg("train.resume=auto"), run / "checkpoints")
+    (run / "config.yaml").write_text("the other run's config\n")
+    monkeypatch.setattr(sys, "argv", ["pap-train", "train.resume=auto", "train.lr=0.5", f"hydra.run.dir={run}"])
+    with pytest.raises(SystemExit):
+        cli.train()
+    assert "train.lr: 0.5 here, 0.01 saved" in capsys.readouterr().err
+    assert (run / "config.yaml").read_text() == "the other run's config\n"
+
+    search = tmp_path / "search"
+    check_search_folder(search, OmegaConf.to_container(_cfg(config="search"), resolve=True))
+    SearchState(mu=[np.full(3, 0.5)], sigma=[np.full(3, 0.2)]).save(search)
+    (search / "config.yaml").write_text("the other search's config\n")
+    monkeypatch.setattr(sys, "argv", ["pap-search", "search.samples=4", f"hydra.run.dir={search}"])
+    with pytest.raises(SystemExit):
+        cli.search()
+    assert "search.samples: 4 here, 2 saved" in capsys.readouterr().err
+    assert (search / "config.yaml").read_text() == "the other search's config\n"

@@ -64,31 +64,45 @@ def eval_loader(ds, batch_size: int, num_workers: int = 0) -> DataLoader:
                       collate_fn=SkipNoneCollate(collate), drop_last=False)
 
 
+def check_resume_config(cfg: DictConfig, ckpt_dir) -> Path | None:
+    """With ``train.resume=auto``: the newest valid checkpoint in ``ckpt_dir`` (None if there is none), after
+    checking that it was written with this configuration up to :data:`RESUME_MAY_CHANGE`. The configs are
+    compared before anything is loaded (a checkpoint of another detector would otherwise fail with a list of
+    state-dict keys); ``mmap`` reads the config without the tensors.
+
+    Raises:
+        ValueError: the checkpoint belongs to a run with another configuration; lists the differing keys.
+    """
+    if ckpt_dir is None or str(cfg.train.get("resume")) != "auto":
+        return None
+    latest = checkpoint.find_latest_checkpoint(ckpt_dir)
+    if latest is None:
+        return None
+    saved = torch.load(latest, map_location="cpu", weights_only=True, mmap=True).get("config")
+    diff = (config_differences(saved, OmegaConf.to_container(cfg, resolve=True), RESUME_MAY_CHANGE)
+            if isinstance(saved, dict) else [])
+    if diff:
+        raise ValueError(f"train.resume=auto found a checkpoint in {ckpt_dir} of a run with another configuration "
+                         f"({'; '.join(diff[:8])}{'; ...' if len(diff) > 8 else ''}): this output folder belongs "
+                         "to another run. Use a new folder (hydra.run.dir=...), or train.resume=<path to the "
+                         "checkpoint> to start from it on purpose")
+    return latest
+
+
 def _resume(cfg: DictConfig, ckpt_dir, model, optimizer, sched) -> int:
     """Optimizer steps already done: 0, or the step of the checkpoint ``train.resume`` names.
 
     Raises:
-        ValueError: ``train.resume=auto`` found a checkpoint of a run with another configuration (this
-            output folder belongs to another run); lists the differing keys.
+        ValueError: ``train.resume=auto`` found a checkpoint of a run with another configuration
+            (:func:`check_resume_config`).
     """
     spec = cfg.train.get("resume")
     if ckpt_dir is None or not spec:
         return 0
     if str(spec) == "auto":
-        latest = checkpoint.find_latest_checkpoint(ckpt_dir)
-        if latest is None:
+        spec = check_resume_config(cfg, ckpt_dir)
+        if spec is None:
             return 0
-        # compare the configs before loading: a checkpoint of another detector would otherwise fail to load
-        # with a list of state-dict keys instead of the differing settings (mmap: the tensors are not read)
-        saved = torch.load(latest, map_location="cpu", weights_only=True, mmap=True).get("config")
-        diff = (config_differences(saved, OmegaConf.to_container(cfg, resolve=True), RESUME_MAY_CHANGE)
-                if isinstance(saved, dict) else [])
-        if diff:
-            raise ValueError(f"train.resume=auto found a checkpoint in {ckpt_dir} of a run with another configuration "
-                             f"({'; '.join(diff[:8])}{'; ...' if len(diff) > 8 else ''}): this output folder belongs "
-                             "to another run. Use a new folder (hydra.run.dir=...), or train.resume=<path to the "
-                             "checkpoint> to start from it on purpose")
-        spec = latest
     state = checkpoint.resume(ckpt_dir, spec, model=dist.unwrap_model(model), optimizer=optimizer,
                               scheduler=sched, restore_rng=False)
     return int(state["step"])
@@ -178,6 +192,9 @@ def train_and_evaluate(cfg: DictConfig, device: torch.device, log=None, metrics=
 @report_user_errors
 def train(cfg: DictConfig) -> None:
     """Train a detector on ``cfg.data`` and write the val COCO metrics to ``metrics.json``."""
+    out = run.hydra_output_dir()
+    if out is not None:  # refuse another run's folder before setup_run rewrites its config.yaml
+        check_resume_config(cfg, out / "checkpoints")
     ctx = run.setup_run(cfg, name="param_ap_loss")
     result = train_and_evaluate(cfg, ctx.device, ctx.log, ctx.metrics, ckpt_dir=ctx.checkpoint_dir)
     ctx.log.info("val: " + " ".join(f"{k} {v:.2f}" for k, v in result.items()))
@@ -252,8 +269,11 @@ def evaluate(cfg: DictConfig) -> None:
 @report_user_errors
 def search(cfg: DictConfig) -> None:
     """PAP-loss parameter search (spec §3.6); state saved each round, resumable; writes ``metrics.json``."""
-    from .search import run_search_from_config
+    from .search import check_search_folder, run_search_from_config
 
+    out = cfg.search.get("out_dir") or run.hydra_output_dir()
+    if out is not None:  # refuse another search's folder before setup_run rewrites its config.yaml
+        check_search_folder(Path(out), OmegaConf.to_container(cfg, resolve=True), bool(cfg.search.resume), record=False)
     ctx = run.setup_run(cfg, name="param_ap_loss")
     result = run_search_from_config(cfg, ctx)
     run.write_metrics(ctx.out_dir, result)

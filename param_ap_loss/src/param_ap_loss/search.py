@@ -320,9 +320,10 @@ def _devices(spec: Any, own: str) -> list[str]:
 SEARCH_MAY_CHANGE = RESUME_MAY_CHANGE + ("search.rounds", "search.devices", "search.resume", "search.out_dir")
 
 
-def check_search_folder(out_dir: Path, config: dict, resume: bool = True) -> None:
+def check_search_folder(out_dir: Path, config: dict, resume: bool = True, record: bool = True) -> None:
     """Refuse to continue the search state in ``out_dir`` if it was written with another configuration
-    (``search_config.json``, the resolved config of the run that started it), then record ``config`` there.
+    (``search_config.json``, the resolved config of the run that started it), then (``record``) record
+    ``config`` there.
 
     Raises:
         ValueError: ``out_dir`` holds the state of a search with other settings (lists the differing keys).
@@ -334,7 +335,7 @@ def check_search_folder(out_dir: Path, config: dict, resume: bool = True) -> Non
             raise ValueError(f"{out_dir} holds the state of a search with another configuration "
                              f"({'; '.join(diff[:8])}{'; ...' if len(diff) > 8 else ''}): its rewards are not "
                              "comparable. Use a new folder (hydra.run.dir=...), or search.resume=false to start over")
-    if dist.is_main():
+    if record and dist.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(saved_file, json.dumps(config, indent=1, default=str))
 
