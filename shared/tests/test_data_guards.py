@@ -260,6 +260,10 @@ def test_a_file_that_is_no_pickle_is_unreadable_not_untrusted(tmp_path):
     with pytest.raises(CheckpointError, match=r"notes\.pth cannot be read \(truncated, corrupt or not a torch file\)") as e:
         checkpoint.load_weights_file(path)
     assert not isinstance(e.value, UntrustedCheckpointError) and "trust_checkpoint" not in str(e.value)
+    with open(path, "wb") as f:   # a plain pickle (not torch.save) of an object is still refused as untrusted
+        pickle.dump({"w": torch.ones(1), "payload": _Boom()}, f)
+    with pytest.raises(UntrustedCheckpointError, match="trust_checkpoint=true"):
+        checkpoint.load_weights_file(path)
 
 
 # ------------------------------------------------------------------------------------ required init

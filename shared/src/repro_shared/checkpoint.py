@@ -342,6 +342,19 @@ def extract_state_dict(obj: Any) -> dict[str, torch.Tensor]:
 _REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
+def _is_pickle_stream(path: Path) -> bool:
+    """True when ``path`` parses as a complete pickle (opcodes only, nothing is executed)."""
+    import pickletools
+
+    try:
+        with open(path, "rb") as f:
+            for _ in pickletools.genops(f):
+                pass
+        return True
+    except Exception:  # noqa: BLE001 - any parse failure: not a pickle stream
+        return False
+
+
 class UntrustedCheckpointError(CheckpointError):
     """An external file holds pickled objects that weights-only loading refuses (it could run code)."""
 
@@ -375,12 +388,13 @@ def load_external(path: str | os.PathLike, *, trust: bool = False, safe_globals:
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         m = _REFUSED_GLOBAL.search(str(e))
-        if m is None:  # not a refused type but a byte stream that is no pickle (a text file, random bytes)
+        if m is None and not _is_pickle_stream(path):  # a text file, random bytes: corrupt, not untrusted
             detail = str(e).rsplit("WeightsUnpickler error:", 1)[-1].strip().split("\n")[0]
             raise CheckpointError(f"weights file {path} cannot be read (truncated, corrupt or not a torch file): "
                                   f"{detail}") from e
+        refused = m.group(1) if m else "an unsupported object"
         raise UntrustedCheckpointError(
-            f"{path} holds a pickled {m.group(1)}, which weights-only loading refuses because unpickling it can run "
+            f"{path} holds a pickled {refused}, which weights-only loading refuses because unpickling it can run "
             "code. If you trust the source of this file, load it with trust_checkpoint=true; otherwise get a "
             "weights-only copy of it") from e
     except Exception as e:  # noqa: BLE001 - any other failure means the file is unreadable
