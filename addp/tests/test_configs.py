@@ -41,6 +41,11 @@ def test_experiment_composes(name):
     assert cfg.device == "auto"
 
 
+@pytest.mark.parametrize("entry", ["train", "generate", "fid", "convert", "finetune", "linprobe", "det", "seg"])
+def test_every_entry_point_defaults_to_device_auto(entry):
+    assert cfg_of(name=entry).device == "auto"
+
+
 def test_paper_numbers():
     b = cfg_of("experiment=pretrain/addp_vit_b_1600ep")
     assert (b.train.epochs, b.train.warmup_epochs, b.train.blr, b.train.weight_decay, tuple(b.train.betas),
