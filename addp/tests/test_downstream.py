@@ -99,3 +99,15 @@ def test_segmentation_transform_keeps_image_and_label_aligned():
         agree = ((raw < 0.5) == (lab == 1))[inside].float().mean()
         assert agree > 0.95
         assert set(lab.unique().tolist()) <= {1, 2, 255}
+
+
+def test_linprobe_default_lr_moves_the_lars_head(chain, tmp_path):
+    """LARS scales each step by 0.001 x ||w|| / ||g||: the CPU demo's few steps need a large lr, or the head stays
+    at its initialisation (top1 at chance). Between step 1 and step 4 the head weight moves by more than 5 %."""
+    root, _, _ = chain
+    out = tmp_path / "lp"
+    run_linprobe(cfg_of(*TINY, "train.ckpt_every=1", "train.keep_last=10", f"init.path={root}/run1",
+                        f"+output_dir={out}", name="linprobe"))
+    w = {s: torch.load(out / "checkpoints" / f"ckpt_{s:09d}.pt", weights_only=False)["model"]["head.1.weight"]
+         for s in (1, 8)}
+    assert ((w[8] - w[1]).norm() / w[1].norm()).item() > 0.05
