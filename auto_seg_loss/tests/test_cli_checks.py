@@ -181,8 +181,10 @@ def test_search_entry_point_refuses_a_folder_of_another_search(tmp_path):
             "proxy.iters=1", "proxy.num_train=8", "proxy.heldout_size=4", "proxy.batch_size=8",
             f"output_dir={tmp_path}"]
     run_search(compose("search", over))
+    config = (tmp_path / "config.yaml").read_text()
     with pytest.raises(ValueError, match=r"search state .* was written for .*'iters': 1.*not .*'iters': 2"):
         run_search(compose("search", over + ["proxy.iters=2"]))
+    assert (tmp_path / "config.yaml").read_text() == config  # refused before the folder was touched
     run_search(compose("search", over + ["data.skip_corrupt=true"]))  # not part of what a reward depends on
 
 
@@ -223,9 +225,11 @@ def test_resume_auto_refuses_a_folder_of_another_run(tmp_path):
     common = ["data.num_train=16", "data.num_val=8", "train.batch_size=8", "train.iters=2", "model=tiny",
               f"output_dir={tmp_path}"]
     run_train(compose("train", common))
+    config = (tmp_path / "config.yaml").read_text()
     with pytest.raises(ValueError, match=r"another configuration \(loss\.metric: 'BF1' here, 'mIoU' saved\).*"
                                          r"hydra\.run\.dir.*train\.resume=none"):
         run_train(compose("train", common + ["loss.metric=BF1"]))
+    assert (tmp_path / "config.yaml").read_text() == config  # refused before the folder was touched
     # settings that may change: logging, workers, evaluation, data paths; train.resume=none starts over
     again = run_train(compose("train", common + ["train.log_every=1", "eval.batch_size=4", "data.skip_corrupt=true"]))
     assert 0 <= again["mIoU"] <= 100

@@ -148,6 +148,13 @@ def _flat(tree, prefix: str = "") -> dict:
     return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
 
 
+def _existing_out_dir(cfg: DictConfig) -> Path | None:
+    """The output folder ``run.setup_run`` will use if it is given (Hydra's run folder, or ``output_dir``
+    outside Hydra), so that a folder of another run can be refused before anything is written into it."""
+    out = run.hydra_output_dir() or cfg.get("output_dir")
+    return Path(str(out)) if out else None
+
+
 def _check_resume_config(cfg: DictConfig, ckpt_dir: Path) -> None:
     """With ``train.resume=auto``, refuse a run folder whose newest checkpoint was written with another config
     (another loss, model, schedule, ...): resuming it would continue, or for a finished run just re-evaluate,
@@ -186,8 +193,10 @@ def run_train(cfg: DictConfig) -> dict:
     """
     _check_entry_point(cfg, "asl-train")
     init_path = run.check_required_init(cfg.get("init"))
+    out = _existing_out_dir(cfg)
+    if out is not None:  # refuse another run's folder before setup_run rewrites its config.yaml
+        _check_resume_config(cfg, out / "checkpoints")
     ctx = run.setup_run(cfg, name="auto_seg_loss")
-    _check_resume_config(cfg, ctx.checkpoint_dir)
     t0 = time.perf_counter()
     train_ds = build_dataset(cfg.data, cfg.data.train_split, train=True)
     loader = _train_loader(train_ds, cfg.train.batch_size, cfg.seed, cfg.train.num_workers,
@@ -329,8 +338,16 @@ def run_search(cfg: DictConfig) -> dict:
     if metric not in NUM_PIECES:
         raise ValueError(f"unknown metric={metric!r}; choose one of {list(NUM_PIECES)}")
     init_path = run.check_required_init(cfg.get("init"))
-    ctx = run.setup_run(cfg, name="auto_seg_loss")
+    scfg = SearchConfig(**OmegaConf.to_container(cfg.search, resolve=True))
+    data = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in ("root", "skip_corrupt")}
+    context = {"metric": metric, "proxy": OmegaConf.to_container(cfg.proxy, resolve=True), "data": data,
+               "model": OmegaConf.to_container(cfg.model, resolve=True)}  # what a reward depends on
     n_pieces = NUM_PIECES[metric]
+    init_mu = identity_theta(n_pieces, NUM_CURVES[metric])
+    out = _existing_out_dir(cfg)
+    if out is not None and (out / "search_state.pt").is_file():  # another search's state: refused before
+        PPOSearch(init_mu, scfg, out / "search_state.pt", context=context)  # setup_run rewrites config.yaml
+    ctx = run.setup_run(cfg, name="auto_seg_loss")
     train_ds, reward_ds = _proxy_datasets(cfg)
 
     def reward(theta: torch.Tensor, rnd: int, idx: int) -> float:
@@ -341,12 +358,7 @@ def run_search(cfg: DictConfig) -> dict:
         ctx.metrics.log({"reward": r, "round": rnd, "sample": idx}, step=rnd * 10_000 + idx)
         return r
 
-    scfg = SearchConfig(**OmegaConf.to_container(cfg.search, resolve=True))
-    data = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in ("root", "skip_corrupt")}
-    context = {"metric": metric, "proxy": OmegaConf.to_container(cfg.proxy, resolve=True), "data": data,
-               "model": OmegaConf.to_container(cfg.model, resolve=True)}  # what a reward depends on
-    searcher = PPOSearch(identity_theta(n_pieces, NUM_CURVES[metric]), scfg, ctx.out_dir / "search_state.pt",
-                         context=context)
+    searcher = PPOSearch(init_mu, scfg, ctx.out_dir / "search_state.pt", context=context)
     if searcher.round or searcher.rewards:
         ctx.log.info("resuming search at round %d (%d rewards of it done)", searcher.round, len(searcher.rewards))
 
