@@ -258,3 +258,19 @@ def test_entry_points_refuse_another_runs_folder_before_touching_it(tmp_path, mo
         cli.search()
     assert "search.samples: 4 here, 2 saved" in capsys.readouterr().err
     assert (search / "config.yaml").read_text() == "the other search's config\n"
+
+
+def test_malformed_params_file_is_a_clear_error(tmp_path):
+    """``loss.head.params_file=`` a file that is not pap-search's searched_params.json: a ValueError naming the
+    file (was a TypeError / KeyError / bare JSONDecodeError)."""
+    from param_ap_loss.models.build import build_pap
+
+    cases = {"trunc.json": ('{"bbox": {"ctrl', r"trunc\.json is not valid JSON"),
+                "int.json": ('{"bbox": 3}', r"int\.json: head 'bbox' needs 'ctrl_points' and 'reg_weight'"),
+                "keys.json": ('{"bbox": {"ctrl_points": []}}', r"keys\.json: head 'bbox' needs"),
+                "list.json": ("[1, 2]", r"list\.json has parameters for heads none, not for 'bbox'"),
+                "rpn.json": ('{"rpn": {}}', r"rpn\.json has parameters for heads \['rpn'\], not for 'bbox'")}
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError, match=message):
+            build_pap(OmegaConf.create({"params_file": str(tmp_path / name)}), "bbox")

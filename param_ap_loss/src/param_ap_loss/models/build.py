@@ -22,16 +22,30 @@ def build_pap(cfg: Any, head: str) -> PAPLoss:
 
     ``params_file`` (a ``searched_params.json`` written by ``pap-search``) supplies control points and
     lambda of head ``head`` (``bbox``, ``rpn`` or ``roi``) and overrides the preset.
+
+    Raises:
+        FileNotFoundError: ``params_file`` does not exist.
+        ValueError: ``params_file`` is not JSON, or has no ``ctrl_points`` / ``reg_weight`` for ``head``;
+            invalid control points (see :class:`PAPLoss`).
     """
     ctrl, lam = cfg.get("ctrl_points"), cfg.get("reg_weight")
     if cfg.get("params_file"):
         path = Path(os.path.expanduser(str(cfg.params_file)))
         if not path.is_file():
             raise FileNotFoundError(f"params_file {path} not found; it is the searched_params.json of a pap-search run")
-        found = json.loads(path.read_text())
-        if head not in found:
-            raise ValueError(f"{path} has parameters for heads {sorted(found)}, not for {head!r}")
-        ctrl, lam = found[head]["ctrl_points"], found[head]["reg_weight"]
+        try:
+            found = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"params_file {path} is not valid JSON ({e}); it is the searched_params.json of a "
+                             "pap-search run") from e
+        if not isinstance(found, dict) or head not in found:
+            heads = sorted(found) if isinstance(found, dict) else "none"
+            raise ValueError(f"{path} has parameters for heads {heads}, not for {head!r}")
+        entry = found[head]
+        if not isinstance(entry, dict) or not {"ctrl_points", "reg_weight"} <= set(entry):
+            raise ValueError(f"{path}: head {head!r} needs 'ctrl_points' and 'reg_weight' as pap-search writes them, "
+                             f"got {str(entry)[:80]}")
+        ctrl, lam = entry["ctrl_points"], entry["reg_weight"]
     preset = None if cfg.get("params_file") else cfg.get("preset")
     return PAPLoss(preset=preset, ctrl_points=[list(r) for r in ctrl] if ctrl is not None else None,
                    loss_form=cfg.get("loss_form", "searched"), num_topk=float(cfg.get("num_topk", 1e5)),
