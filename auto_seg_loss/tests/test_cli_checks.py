@@ -234,3 +234,9 @@ def test_resume_auto_refuses_a_folder_of_another_run(tmp_path):
     again = run_train(compose("train", common + ["train.log_every=1", "eval.batch_size=4", "data.skip_corrupt=true"]))
     assert 0 <= again["mIoU"] <= 100
     run_train(compose("train", common + ["loss.metric=BF1", "train.resume=none"]))
+
+
+def test_unknown_dataset_name_lists_the_known_ones(tmp_path):
+    cfg = compose("train", ["data.name=ade20k", f"output_dir={tmp_path / 'o'}"])
+    with pytest.raises(ValueError, match=r"unknown dataset 'ade20k'; choose shapes, voc_aug or cityscapes"):
+        run_train(cfg)  # was a ConfigAttributeError on data.img_scale (shapes has no VOC pipeline keys)

@@ -164,6 +164,8 @@ def build_dataset(cfg, split: str, train: bool):
         ValueError: unknown ``data.name``.
     """
     name = cfg.name
+    if name not in ("shapes", "voc_aug", "cityscapes"):  # before reading keys only some datasets have
+        raise ValueError(f"unknown dataset {name!r}; choose shapes, voc_aug or cityscapes")
     if name == "shapes":
         return ShapesSegDataset(cfg.get("root"), split, cfg.num_train if train else cfg.num_val, cfg.image_size,
                                 cfg.seed, train=train)
@@ -173,6 +175,4 @@ def build_dataset(cfg, split: str, train: bool):
     root = data_root(cfg)
     if name == "voc_aug":
         return VOCAugDataset(root, split, pipeline, skip)
-    if name == "cityscapes":
-        return CityscapesDataset(root, split, pipeline, skip)
-    raise ValueError(f"unknown dataset {name!r}; choose shapes, voc_aug or cityscapes")
+    return CityscapesDataset(root, split, pipeline, skip)
