@@ -147,7 +147,7 @@ def test_reader_refuses_or_skips_label_maps_that_are_not_class_indices(tmp_path,
     root = _voc_with_labels(tmp_path, {"good": _label("P", [0, 5, 255, 20]), "rgb": _label("RGB", [0, 5, 5, 0]),
                                        "big": _label("L", [0, 5, 40, 0])})
     ds = VOCAugDataset(root, "val", EvalPipeline((4, 4)))
-    x, y = ds[0]
+    _, y = ds[0]
     assert set(y.unique().tolist()) == {0, 5, 20, 255}
     with pytest.raises(DataError, match=r"rgb\.png has image mode 'RGB'"):
         ds[1]

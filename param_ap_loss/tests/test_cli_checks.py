@@ -4,8 +4,8 @@ settings), the final checkpoint of every training."""
 
 import json
 import sys
-from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_module
@@ -17,7 +17,8 @@ from repro_shared.checkpoint import CheckpointError
 from param_ap_loss import cli
 from param_ap_loss.cli import _resume, find_eval_checkpoint, load_for_eval, report_user_errors
 from param_ap_loss.config_diff import RESUME_MAY_CHANGE, config_differences, flatten
-from param_ap_loss.models.build import build_detector
+from param_ap_loss.models.build import build_detector, build_pap
+from param_ap_loss.search import SearchState, check_search_folder
 
 
 def _cfg(*overrides, config="train", hydra=False):
@@ -127,7 +128,7 @@ def test_resume_auto_names_the_settings_before_loading_another_detector(tmp_path
         _resume(here, ckpt_dir, model, opt, None)
 
 
-def test_every_entry_point_has_resume_may_change_keys_in_its_config():
+def test_resume_may_change_names_real_config_keys():
     """RESUME_MAY_CHANGE names real keys (a renamed key would silently make every resume refuse or accept)."""
     keys = set(flatten(OmegaConf.to_container(_cfg("data=coco", "init=imagenet_r50"), resolve=False)))
     for k in RESUME_MAY_CHANGE:
@@ -213,10 +214,6 @@ def test_search_folder_of_another_search_is_refused(tmp_path):
     """Paper searches run in a fixed folder (``outputs/search_retinanet``) and continue its state: a state written
     with other proxy settings is refused (its rewards would mix with this search's); more rounds, other devices or
     paths are allowed; search.resume=false starts over."""
-    import numpy as np
-
-    from param_ap_loss.search import SearchState, check_search_folder
-
     started = OmegaConf.to_container(_cfg(config="search"), resolve=True)
     check_search_folder(tmp_path, started)  # nothing there yet: records the config
     SearchState(mu=[np.full(3, 0.5)], sigma=[np.full(3, 0.2)]).save(tmp_path)
@@ -234,10 +231,6 @@ def test_search_folder_of_another_search_is_refused(tmp_path):
 def test_entry_points_refuse_another_runs_folder_before_touching_it(tmp_path, monkeypatch, capsys):
     """``pap-train`` / ``pap-search`` in the folder of a run with other settings stop before ``setup_run``
     rewrites that run's ``config.yaml``."""
-    import numpy as np
-
-    from param_ap_loss.search import SearchState, check_search_folder
-
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     monkeypatch.setenv("PAP_DATA_ROOT", str(tmp_path))
     run = tmp_path / "run"
@@ -263,8 +256,6 @@ def test_entry_points_refuse_another_runs_folder_before_touching_it(tmp_path, mo
 def test_malformed_params_file_is_a_clear_error(tmp_path):
     """``loss.head.params_file=`` a file that is not pap-search's searched_params.json: a ValueError naming the
     file (was a TypeError / KeyError / bare JSONDecodeError)."""
-    from param_ap_loss.models.build import build_pap
-
     cases = {"trunc.json": ('{"bbox": {"ctrl', r"trunc\.json is not valid JSON"),
                 "int.json": ('{"bbox": 3}', r"int\.json: head 'bbox' needs 'ctrl_points' and 'reg_weight'"),
                 "keys.json": ('{"bbox": {"ctrl_points": []}}', r"keys\.json: head 'bbox' needs"),
