@@ -48,13 +48,14 @@ def main() -> None:
                                env=env, check=True, stdout=subprocess.DEVNULL)
             results.setdefault(arm, []).append(json.loads((run_dir / "metrics.json").read_text()))
     summary = {arm: {m: (statistics.mean(r[m] for r in runs),
-                         statistics.stdev(r[m] for r in runs) if len(runs) > 1 else float("nan")) for m in METRICS}
+                         statistics.stdev(r[m] for r in runs) if len(runs) > 1 else None) for m in METRICS}
                for arm, runs in results.items()}
     (args.out / "results.json").write_text(json.dumps({"runs": results, "mean_std": summary}, indent=2))
     print("| arm | kNN top-1 (%) | probe top-1 (%) | effective rank | embedding std x sqrt(C) |")
     print("| --- | --- | --- | --- | --- |")
     for arm, s in summary.items():
-        print(f"| {arm} | " + " | ".join(f"{s[m][0]:.2f} ± {s[m][1]:.2f}" for m in METRICS) + " |")
+        print(f"| {arm} | " + " | ".join(f"{s[m][0]:.2f}" + ("" if s[m][1] is None else f" ± {s[m][1]:.2f}")
+                                          for m in METRICS) + " |")
 
 
 if __name__ == "__main__":
