@@ -240,3 +240,17 @@ def test_unknown_dataset_name_lists_the_known_ones(tmp_path):
     cfg = compose("train", ["data.name=ade20k", f"output_dir={tmp_path / 'o'}"])
     with pytest.raises(ValueError, match=r"unknown dataset 'ade20k'; choose shapes, voc_aug or cityscapes"):
         run_train(cfg)  # was a ConfigAttributeError on data.img_scale (shapes has no VOC pipeline keys)
+
+
+def test_eval_of_another_models_checkpoint_names_the_differing_settings(tmp_path):
+    from repro_shared.checkpoint import CheckpointError
+
+    common = ["data.num_train=16", "data.num_val=8", "train.batch_size=8", "train.iters=1", "model.channels=16"]
+    run_train(compose("train", common + [f"output_dir={tmp_path / 't'}"]))
+    ckpt = tmp_path / "t" / "checkpoints" / "ckpt_000000001.pt"
+    with pytest.raises(CheckpointError, match=r"holds another segmenter than this asl-eval builds \(model\.channels: "
+                                              r"32 here, 16 saved\): pass the training run's model="):
+        run_eval(compose("eval", ["data.num_val=8", f"checkpoint={ckpt}", f"output_dir={tmp_path / 'e'}"]))
+    ev = run_eval(compose("eval", ["data.num_val=8", "model.channels=16", f"checkpoint={ckpt}",
+                                   f"output_dir={tmp_path / 'e2'}"]))
+    assert 0 <= ev["mIoU"] <= 100

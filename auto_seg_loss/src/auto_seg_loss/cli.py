@@ -253,6 +253,8 @@ def run_eval(cfg: DictConfig) -> dict:
 
     Raises:
         FileNotFoundError: ``checkpoint`` unset or not a file.
+        repro_shared.checkpoint.CheckpointError: the file is incomplete or corrupt, or it holds another segmenter
+            (then the message lists how its ``model`` / ``data.num_classes`` differ from this config).
     """
     path = None if OmegaConf.is_missing(cfg, "checkpoint") else Path(str(cfg.checkpoint))
     if path is None or not path.is_file():
@@ -260,7 +262,18 @@ def run_eval(cfg: DictConfig) -> dict:
                                 "checkpoint=<run dir>/checkpoints/ckpt_<iter>.pt (an asl-train checkpoint)")
     ctx = run.setup_run(cfg, name="auto_seg_loss")
     model = build_model(cfg.model, cfg.data.num_classes).to(ctx.device)
-    checkpoint.load_checkpoint(path, model=model, restore_rng=False)
+    try:
+        checkpoint.load_checkpoint(path, model=model, restore_rng=False)
+    except checkpoint.CheckpointError as e:
+        if "does not fit the model" not in str(e):
+            raise
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("config") or {}
+        a = _flat({"model": saved.get("model"), "num_classes": (saved.get("data") or {}).get("num_classes")})
+        b = _flat({"model": OmegaConf.to_container(cfg.model, resolve=True), "num_classes": cfg.data.num_classes})
+        diff = [f"{k}: {b.get(k)!r} here, {a.get(k)!r} saved" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        raise checkpoint.CheckpointError(
+            f"{path} holds another segmenter than this asl-eval builds ({'; '.join(diff[:8]) or e}): pass the "
+            "training run's model= / data= choices (they are in its config.yaml)") from e
     ds = build_dataset(cfg.data, cfg.data.val_split, train=False)
     loader = _eval_loader(ds, cfg.eval.batch_size if cfg.data.name == "shapes" else 1, cfg.eval.num_workers)
     metrics = {k: round(100.0 * v, 3) for k, v in
