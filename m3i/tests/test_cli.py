@@ -11,7 +11,7 @@ import torch
 from hydra import compose, initialize_config_module
 from official_layout import official_layout
 
-from repro_shared.checkpoint import load_checkpoint, verify_checkpoint
+from repro_shared.checkpoint import CheckpointError, load_checkpoint, verify_checkpoint
 from repro_shared.guards import NonFiniteError
 from m3i.models.m3i import M3IModel
 
@@ -167,6 +167,9 @@ def test_finetune_and_linprobe_start_from_a_pretrain_checkpoint_and_convert_writ
     assert 0.0 <= res["top1"] <= 100.0
     log = (tmp_path / "ft" / "log.txt").read_text()
     assert "init weights from" in log and "'head.weight'" in log
+    # weights of another width (the default D 64 config on the D 32 checkpoint): one error naming file and shapes
+    with pytest.raises(CheckpointError, match=r"do not fit the vit-tiny trunk .*cls_token: file \(1, 1, 32\) vs model \(1, 1, 64\).*36 missing"):
+        run_classifier(compose_cfg("finetune", ["data.limit=32", f"init.path={ckpt}"], tmp_path / "ft_bad"), "finetune")
     res = run_classifier(compose_cfg("linprobe", [*TINY_FT, "train.epochs=1", "model.global_dim=32",
                                                   "model.pool_heads=2", f"init.path={ckpt}",
                                                   "init.branch=target"], tmp_path / "lp"), "linprobe")

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from repro_shared import dist, run
+from repro_shared.checkpoint import CheckpointError
 from repro_shared.data import ImageFolder, SkipNoneCollate, build_loader
 from repro_shared.finetune import (build_eval_transform, build_lars, build_linprobe_transform, build_mixup,
                                    build_train_transform, evaluate_classifier, half_cosine_lr,
@@ -90,18 +91,29 @@ def build_classifier(cfg: DictConfig, mode: str) -> torch.nn.Module:
 def load_backbone_weights(model: torch.nn.Module, path, cfg: DictConfig, log) -> None:
     """Load a backbone (official InternImage file, converted weights, or an ``m3i-pretrain`` checkpoint's online /
     target backbone per ``init.branch``) into ``model``; the classifier head and the pre-training global head are
-    left out. Keys of the trunk that do not fit are an error."""
+    left out.
+
+    Raises:
+        CheckpointError: keys of the trunk that are missing, unexpected or of another shape (the message names the
+            file and the first of them: the ``model.*`` settings must match those the weights were trained with).
+    """
     sd = read_state_dict(path, trust=bool(cfg.get("trust_checkpoint", False)),
                          branch=str(cfg.init.get("branch", "online")))
     target = model.backbone if isinstance(model, LinearProbe) else model
     skip = ("head.", "clip_projector.", "fc_norm.") if cfg.model.backbone == "vit" else ("head.",)
     own = target.state_dict()
     sd = {k: v for k, v in sd.items() if not k.startswith(skip) and not (k.startswith("norm.") and k not in own)}
+    mismatched = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in sd.items()
+                  if k in own and v.shape != own[k].shape]
+    missing = [k for k in own if k not in sd and not k.startswith(skip + ("fc_norm.",))]
+    unexpected = [k for k in sd if k not in own]
+    if mismatched or missing or unexpected:
+        raise CheckpointError(
+            f"init weights {path} do not fit the {cfg.model.backbone}-{cfg.model.variant} trunk built from model.*: "
+            f"{len(mismatched)} of another shape {mismatched[:3]}, {len(missing)} missing {missing[:5]}, "
+            f"{len(unexpected)} unexpected {unexpected[:5]}; set model.* (variant, overrides) as in the run that "
+            "wrote the weights")
     report = torch.nn.Module.load_state_dict(target, sd, strict=False)
-    missing = [k for k in report.missing_keys if not k.startswith(skip + ("fc_norm.",))]
-    if missing or report.unexpected_keys:
-        raise RuntimeError(f"init weights {path} do not fit the {cfg.model.backbone}-{cfg.model.variant} trunk: "
-                           f"missing {missing[:10]}, unexpected {report.unexpected_keys[:10]}")
     log.info("init weights from %s: %d tensors (new: %s)", path, len(sd), report.missing_keys)
 
 
