@@ -4,7 +4,7 @@ Runs ``m3i-pretrain`` (the default tiny config on the embedded captioned shapes)
 seed, skipping runs whose ``metrics.json`` exists (the script can be re-run to finish an interrupted pilot),
 then writes ``summary.json`` and prints a markdown table of mean +- std over seeds::
 
-    python scripts/tiny_experiment.py --out outputs/tiny_experiment --seeds 0 1 2 --jobs 2
+    python scripts/tiny_experiment.py --out outputs/tiny_experiment --seeds 0 1 2 --jobs 1
 
 The variants (``experiment=tiny/<variant>``; the same mixed two-image input for all, only the targets differ):
     sup        category CE only
@@ -37,7 +37,8 @@ VARIANTS = {  # m3i-pretrain overrides of each variant (configs/experiment/tiny/
     "sup_dense": ["experiment=tiny/sup_dense"],
     "m3i": ["experiment=tiny/m3i", "probe.at_init=true"],
 }
-METRICS = ["probe_class_top1", "probe_attr_top1", "probe_dense_miou", "probe_mean", "retrieval_r1",
+METRICS = ["probe_class_top1", "probe_attr_top1", "probe_dense_miou", "probe_seg_miou", "probe_mean", "probe_mean4",
+           "retrieval_r1",
            "probe_attr_size_top1", "probe_attr_quadrant_top1", "probe_attr_background_top1"]
 
 
@@ -62,7 +63,10 @@ def summarise(out: Path, seeds: list[int]) -> dict:
             path = out / f"{src}_seed{s}" / "metrics.json"
             if path.is_file():
                 m = json.loads(path.read_text())
-                rows.append({k: m.get(k + "_init" if variant == "init" else k) for k in METRICS})
+                row = {k: m.get(k + "_init" if variant == "init" else k) for k in METRICS}
+                four = [row[k] for k in ("probe_class_top1", "probe_attr_top1", "probe_dense_miou", "probe_seg_miou")]
+                row["probe_mean4"] = float(np.mean(four)) if None not in four else None
+                rows.append(row)
         if not rows:
             continue
         table[variant] = {"seeds": len(rows)}
@@ -76,7 +80,8 @@ def summarise(out: Path, seeds: list[int]) -> dict:
 
 def markdown(table: dict) -> str:
     cols = [("class top-1", "probe_class_top1"), ("attribute top-1", "probe_attr_top1"),
-            ("dense mIoU", "probe_dense_miou"), ("mean of the three", "probe_mean"), ("caption R@1", "retrieval_r1")]
+            ("dense fg/bg mIoU", "probe_dense_miou"), ("6-class seg mIoU", "probe_seg_miou"),
+            ("mean class/attr/dense", "probe_mean"), ("mean of the four", "probe_mean4"), ("caption R@1", "retrieval_r1")]
     lines = ["| objective | " + " | ".join(c for c, _ in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for v, row in table.items():
         cells = [f"{row[k]['mean']:.1f} ± {row[k]['std']:.1f}" if k in row else "–" for _, k in cols]
