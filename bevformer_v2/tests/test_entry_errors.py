@@ -72,7 +72,7 @@ def test_divergence_is_one_error_and_resume_auto_in_a_new_folder_says_how_to_res
     msg = run_entry(train, f"hydra.run.dir={out}", "train.lr=1e10", "train.iters=6", "train.warmup_iters=0",
                     "train.ckpt_every=1", "train.resume=auto", "eval_after_train=false", *cli_overrides)
     assert msg is not None and msg.startswith("error: non-finite "), msg
-    assert "at step" in msg and "last good checkpoint was kept" in msg
+    assert "at step" in msg and "checkpoints already written are untouched" in msg
     assert not (out / "metrics.json").exists()
     log = (out / "log.txt").read_text()
     assert "train.resume=auto: no checkpoint in" in log and "hydra.run.dir=<that run's folder>" in log

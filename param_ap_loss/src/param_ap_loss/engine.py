@@ -31,8 +31,8 @@ def _stop_if_non_finite(loss_dict: dict | None, error: NonFiniteError | None, st
     try:
         check_finite({"prediction": float("nan")}, step=step, epoch=epoch, what="prediction")
     except NonFiniteError:
-        raise NonFiniteError(f"non-finite prediction at step {step} (epoch {epoch}): {error}; the last good "
-                             "checkpoint was kept. Lower the learning rate or enable gradient clipping "
+        raise NonFiniteError(f"non-finite prediction at step {step} (epoch {epoch}): {error}; training stopped before "
+                             "this step changed the weights (checkpoints already written are untouched). Lower the learning rate or enable gradient clipping "
                              "(train.clip_max_norm)") from error
 
 

@@ -68,7 +68,8 @@ def check_finite(values: Mapping[str, torch.Tensor | float], *, step: int, epoch
     name, value = _first_bad(values) or ("?", "?")
     where = f"step {step}" + (f" (epoch {epoch})" if epoch is not None else "")
     raise NonFiniteError(
-        f"non-finite {what} '{name}' = {value} at {where}; training stopped and the last good checkpoint was kept. "
+        f"non-finite {what} '{name}' = {value} at {where}; training stopped before this step changed the weights "
+        "(checkpoints already written are untouched). "
         "Lower the learning rate, enable gradient clipping, or check the inputs of this step")
 
 
