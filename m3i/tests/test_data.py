@@ -140,6 +140,22 @@ def test_tar_shards_random_access_with_cached_index_and_named_errors(tmp_path):
         TarShardSource(str(tmp_path / "bad.tar"))
 
 
+def test_pretrain_sources_from_the_config_take_one_shard_pattern_or_a_list_and_name_a_missing_path(tmp_path):
+    from omegaconf import OmegaConf
+
+    from m3i.tasks.pretrain import _source
+
+    write_shards(tmp_path)
+    for shards in (str(tmp_path / "*.tar"), [str(tmp_path / "00000.tar"), str(tmp_path / "00001.tar")]):
+        # a single string was split into characters (each a "shard") before
+        assert len(_source(OmegaConf.create({"kind": "tar", "shards": shards}), 0, False)) == 4
+    for kind, key in (("tar", "shards"), ("imagefolder", "root")):
+        cfg = OmegaConf.create({"kind": kind, "targets": ["text"]})
+        OmegaConf.set_struct(cfg, True)  # as composed by Hydra: a key the source lacks is not a silent None
+        with pytest.raises(ValueError, match=rf"data.sources\[2\].{key} is not set for a source of kind '{kind}'"):
+            _source(cfg, 2, False)
+
+
 def test_image_folder_errors_name_the_path_the_layout_and_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="data.sources\\[0\\].root=.*expected layout"):
         ImageFolderSource(str(tmp_path / "nope"), key="data.sources[0].root")

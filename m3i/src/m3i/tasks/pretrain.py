@@ -10,7 +10,7 @@ from timm.optim import param_groups_weight_decay
 from torch.utils.data import ConcatDataset, Subset
 
 from repro_shared import dist, run
-from repro_shared.data import ResumableLoader, SkipNoneCollate, build_loader, check_dataset_size
+from repro_shared.data import ImageFolder, ResumableLoader, SkipNoneCollate, build_loader, check_dataset_size
 
 from ..convert import load_internimage_weights
 from ..data.sources import ImageFolderSource, PretrainDataset, ShapesSource, TarShardSource, WeightedSourceSampler
@@ -34,15 +34,32 @@ def build_transform(cfg: DictConfig) -> M3ITransform:
                         jitter_p=float(d.jitter_p), grayscale_p=float(d.grayscale_p))
 
 
+def _path_key(src: DictConfig, i: int, key: str, layout: str):
+    """``src[key]`` (a path or a list of shard patterns), or a ValueError naming ``data.sources[i].key`` and the
+    layout when the source does not set it."""
+    value = src.get(key)
+    if value is None or value == "":
+        raise ValueError(f"data.sources[{i}].{key} is not set for a source of kind {src.kind!r}; pass e.g. "
+                         f"'+data.sources.{i}.{key}=...' (expected: {layout})")
+    return value
+
+
 def _source(src: DictConfig, i: int, skip: bool):
-    """One source of ``data.sources`` (its first ``limit`` samples when ``limit`` is set: quick checks)."""
+    """One source of ``data.sources`` (its first ``limit`` samples when ``limit`` is set: quick checks).
+
+    Raises:
+        ValueError: an unknown kind, or an imagefolder / tar source without its ``root`` / ``shards``.
+    """
     kind = src.kind
     if kind == "shapes":
         source = ShapesSource(str(src.get("split", "train")), int(src.get("size", 32)))
     elif kind == "imagefolder":
-        source = ImageFolderSource(src.root, skip_corrupt=skip, key=f"data.sources[{i}].root")
+        root = _path_key(src, i, "root", ImageFolder.LAYOUT)
+        source = ImageFolderSource(root, skip_corrupt=skip, key=f"data.sources[{i}].root")
     elif kind == "tar":
-        source = TarShardSource(list(src.shards), index_dir=src.get("index_dir"), skip_corrupt=skip)
+        shards = _path_key(src, i, "shards", TarShardSource.LAYOUT)  # one pattern (a string) or a list of them
+        shards = [shards] if isinstance(shards, str) else [str(p) for p in shards]
+        source = TarShardSource(shards, index_dir=src.get("index_dir"), skip_corrupt=skip)
     else:
         raise ValueError(f"unknown data.sources[{i}].kind {kind!r}; known: {', '.join(SOURCE_KINDS)}")
     limit = src.get("limit")
