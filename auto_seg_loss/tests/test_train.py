@@ -173,7 +173,7 @@ def test_nan_prediction_stops_with_named_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(cli, "build_model", nan_model)
     # the official masked Bezier form maps NaN probabilities to finite values: the logits check still fires
-    with pytest.raises(NonFiniteError, match=r"'logits_aux' = (nan|inf) .*step 4 \(epoch 0\).*last good checkpoint"):
+    with pytest.raises(NonFiniteError, match=r"'logits_aux' = (nan|inf) .*step 4 \(epoch 0\).*training stopped before this step changed the weights"):
         _train(tmp_path, "nan", ["train.iters=8", "train.ckpt_every=2", "loss.bezier_impl=reference"])
     ckpts = sorted(p.name for p in (tmp_path / "nan" / "checkpoints").glob("*.pt"))
     assert ckpts == ["ckpt_000000002.pt", "ckpt_000000004.pt"]

@@ -15,8 +15,10 @@ from repro_shared import checkpoint
 from repro_shared.checkpoint import CheckpointError
 
 from param_ap_loss import cli
-from param_ap_loss.cli import _resume, find_eval_checkpoint, load_for_eval, report_user_errors
-from param_ap_loss.config_diff import RESUME_MAY_CHANGE, config_differences, flatten
+from param_ap_loss.cli import _resume, find_eval_checkpoint, load_for_eval
+from param_ap_loss.config_diff import RESUME_MAY_CHANGE
+from repro_shared.checkpoint import config_differences
+from repro_shared.checkpoint import flatten_config as flatten
 from param_ap_loss.models.build import build_detector, build_pap
 from param_ap_loss.search import SearchState, check_search_folder
 
@@ -37,39 +39,13 @@ def test_flatten_and_config_differences():
         "new: 1 here, None saved", "train.lr: 0.02 here, 0.01 saved"]
     assert len(config_differences(saved, here)) == 5
     assert config_differences(saved, saved) == []
-    # a prefix without a dot also skips longer keys sharing it (documented behaviour: "key or starting with")
+    # an entry without a dot skips that key and its sub-keys, not a longer key that merely shares the prefix
     assert config_differences({"data": {"root": "a", "root_x": 1}}, {"data": {"root": "b", "root_x": 2}},
-                              ("data.root",)) == []
+                              ("data.root",)) == ["data.root_x: 2 here, 1 saved"]
 
 
 # ------------------------------------------------------------------------------------------- user errors
-def _wrapped(exc):
-    def main(cfg):
-        raise exc
-
-    return report_user_errors(main)
-
-
-@pytest.mark.parametrize("exc", [ValueError("bad value x"), FileNotFoundError("no /data/coco"),
-                                 CheckpointError("ckpt corrupt")])
-def test_report_user_errors_prints_one_line_and_exits_1(exc, capsys, monkeypatch):
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    with pytest.raises(SystemExit) as info:
-        _wrapped(exc)(None)
-    assert info.value.code == 1
-    err = capsys.readouterr().err
-    assert err.splitlines()[0] == f"error: {exc}" and "Traceback" not in err
-    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # keeps the traceback
-    with pytest.raises(type(exc), match=str(exc)):
-        _wrapped(exc)(None)
-
-
-def test_report_user_errors_lets_bugs_through(monkeypatch):
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    with pytest.raises(ZeroDivisionError):  # not a user error: the traceback is the useful part
-        _wrapped(ZeroDivisionError("bug"))(None)
-
-
+# (the decorator itself is tested in shared/tests/test_run_logging.py)
 def test_entry_point_user_error_is_one_line_and_in_log(tmp_path, monkeypatch, capsys):
     """Through the real Hydra app: exit status 1, ``error: ...`` on stderr without Hydra's traceback, and the
     error also in the run's log.txt."""

@@ -154,3 +154,24 @@ def test_weights_file_errors(tmp_path):
     bad.write_bytes(good.read_bytes()[:20])
     with pytest.raises(CheckpointError, match="cannot be read"):
         checkpoint.load_weights_file(bad)
+
+
+def test_config_differences_and_check_same_run(tmp_path):
+    from repro_shared.checkpoint import check_same_run, config_differences, flatten_config
+
+    assert flatten_config({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": None}) == {"a.b": 1, "a.c.d": [1, 2], "e": None}
+    saved = {"train": {"lr": 0.01, "resume": "auto"}, "eval": {"bs": 8}, "data": {"root": "a", "root_x": 1}}
+    here = {"train": {"lr": 0.02, "resume": None}, "eval": {"bs": 2}, "data": {"root": "b", "root_x": 2}, "new": 1}
+    assert config_differences(saved, here, ("train.resume", "eval.", "data.root")) == [
+        "data.root_x: 2 here, 1 saved", "new: 1 here, None saved", "train.lr: 0.02 here, 0.01 saved"]
+    assert config_differences(saved, saved) == []
+
+    ckpts = tmp_path / "checkpoints"
+    assert check_same_run(ckpts, here) is None  # nothing to compare with
+    model = nn.Linear(2, 2)
+    checkpoint.save_checkpoint(checkpoint.checkpoint_path(ckpts, 3), model=model, step=3, config=saved)
+    with pytest.raises(ValueError, match=r"another configuration \(data.root_x: 2 here, 1 saved; new: 1 here, None "
+                                         r"saved; train.lr.*train.resume=none to start over"):
+        check_same_run(ckpts, here, ("train.resume", "eval.", "data.root"))
+    same_but_paths = {**saved, "data": {"root": "/elsewhere", "root_x": 1}}
+    assert check_same_run(ckpts, same_but_paths, ("data.root",)) == checkpoint.checkpoint_path(ckpts, 3)

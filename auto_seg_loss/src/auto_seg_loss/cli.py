@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import functools
-import logging
 import math
-import os
-import sys
 import time
 from pathlib import Path
 
@@ -16,8 +12,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from repro_shared import checkpoint, run
 from repro_shared import dist as rdist
-from repro_shared.data import DataError, ResumableLoader, SkipNoneCollate, build_loader
-from repro_shared.guards import NonFiniteError
+from repro_shared.data import ResumableLoader, SkipNoneCollate, build_loader
 from torch.utils.data import default_collate
 
 from . import engine
@@ -31,33 +26,6 @@ from .models import build_segmenter
 from .ops.bezier import identity_theta, theta_to_control_points
 from .search import PPOSearch, SearchConfig
 from .weights import load_backbone_weights
-
-
-# What a user can fix (a path, a setting, a file, a diverged run): the entry points print the message alone;
-# HYDRA_FULL_ERROR=1 keeps the traceback. Other exceptions (bugs) keep Hydra's traceback.
-USER_ERRORS = (FileNotFoundError, ValueError, DataError, checkpoint.CheckpointError, NonFiniteError)
-
-
-def report_user_errors(task):
-    """Wrap a Hydra task function: a :data:`USER_ERRORS` exception ends the command with one line
-    ``error: <message>`` on stderr (also in the run's ``log.txt`` when one is open) and exit status 1."""
-
-    @functools.wraps(task)
-    def wrapper(cfg: DictConfig):
-        try:
-            return task(cfg)
-        except USER_ERRORS as e:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise
-            log = logging.getLogger("auto_seg_loss")
-            for handler in log.handlers:
-                if isinstance(handler, logging.FileHandler):
-                    handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s: %s",
-                                                  (type(e).__name__, e), None))
-            print(f"error: {e}\n(HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr)
-            raise SystemExit(1) from None
-
-    return wrapper
 
 
 def _collate_readable(batch):
@@ -142,43 +110,16 @@ RESUME_MAY_CHANGE = ("device", "output_dir", "train.resume", "train.num_workers"
                      "train.ckpt_every", "eval.", "data.root", "data.skip_corrupt", "init.path", "init.trust_checkpoint")
 
 
-def _flat(tree, prefix: str = "") -> dict:
-    if not isinstance(tree, dict):
-        return {prefix[:-1]: tree}
-    return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
-
-
-def _existing_out_dir(cfg: DictConfig) -> Path | None:
-    """The output folder ``run.setup_run`` will use if it is given (Hydra's run folder, or ``output_dir``
-    outside Hydra), so that a folder of another run can be refused before anything is written into it."""
-    out = run.hydra_output_dir() or cfg.get("output_dir")
-    return Path(str(out)) if out else None
-
-
 def _check_resume_config(cfg: DictConfig, ckpt_dir: Path) -> None:
     """With ``train.resume=auto``, refuse a run folder whose newest checkpoint was written with another config
     (another loss, model, schedule, ...): resuming it would continue, or for a finished run just re-evaluate,
-    the other run under this run's name.
+    the other run under this run's name (``repro_shared.checkpoint.check_same_run``).
 
     Raises:
         ValueError: listing the differing keys (``"key: <here> here, <saved> saved"``).
     """
-    if str(cfg.train.get("resume")) != "auto":
-        return
-    latest = checkpoint.find_latest_checkpoint(ckpt_dir)
-    if latest is None:
-        return
-    saved = torch.load(latest, map_location="cpu", weights_only=True, mmap=True).get("config")
-    if not isinstance(saved, dict):
-        return
-    a, b = _flat(saved), _flat(OmegaConf.to_container(cfg, resolve=True))
-    diff = [f"{k}: {b.get(k)!r} here, {a.get(k)!r} saved" for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k) and not any(k == i or k.startswith(i) for i in RESUME_MAY_CHANGE)]
-    if diff:
-        raise ValueError(f"train.resume=auto found a checkpoint in {ckpt_dir} of a run with another configuration "
-                         f"({'; '.join(diff[:8])}{'; ...' if len(diff) > 8 else ''}): this output folder belongs to "
-                         "another run. Use a new folder (hydra.run.dir=...), train.resume=none to start over in it, "
-                         "or train.resume=<checkpoint path> to start from it on purpose")
+    if str(cfg.train.get("resume")) == "auto":
+        checkpoint.check_same_run(ckpt_dir, OmegaConf.to_container(cfg, resolve=True), RESUME_MAY_CHANGE)
 
 
 def run_train(cfg: DictConfig) -> dict:
@@ -193,7 +134,7 @@ def run_train(cfg: DictConfig) -> dict:
     """
     _check_entry_point(cfg, "asl-train")
     init_path = run.check_required_init(cfg.get("init"))
-    out = _existing_out_dir(cfg)
+    out = run.planned_output_dir(cfg)
     if out is not None:  # refuse another run's folder before setup_run rewrites its config.yaml
         _check_resume_config(cfg, out / "checkpoints")
     ctx = run.setup_run(cfg, name="auto_seg_loss")
@@ -268,9 +209,9 @@ def run_eval(cfg: DictConfig) -> dict:
         if "does not fit the model" not in str(e):
             raise
         saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("config") or {}
-        a = _flat({"model": saved.get("model"), "num_classes": (saved.get("data") or {}).get("num_classes")})
-        b = _flat({"model": OmegaConf.to_container(cfg.model, resolve=True), "num_classes": cfg.data.num_classes})
-        diff = [f"{k}: {b.get(k)!r} here, {a.get(k)!r} saved" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        diff = checkpoint.config_differences(
+            {"model": saved.get("model"), "num_classes": (saved.get("data") or {}).get("num_classes")},
+            {"model": OmegaConf.to_container(cfg.model, resolve=True), "num_classes": cfg.data.num_classes})
         raise checkpoint.CheckpointError(
             f"{path} holds another segmenter than this asl-eval builds ({'; '.join(diff[:8]) or e}): pass the "
             "training run's model= / data= choices (they are in its config.yaml)") from e
@@ -357,7 +298,7 @@ def run_search(cfg: DictConfig) -> dict:
                "model": OmegaConf.to_container(cfg.model, resolve=True)}  # what a reward depends on
     n_pieces = NUM_PIECES[metric]
     init_mu = identity_theta(n_pieces, NUM_CURVES[metric])
-    out = _existing_out_dir(cfg)
+    out = run.planned_output_dir(cfg)
     if out is not None and (out / "search_state.pt").is_file():  # another search's state: refused before
         PPOSearch(init_mu, scfg, out / "search_state.pt", context=context)  # setup_run rewrites config.yaml
     ctx = run.setup_run(cfg, name="auto_seg_loss")
@@ -391,9 +332,10 @@ def run_search(cfg: DictConfig) -> dict:
     return out
 
 
-train = hydra.main(version_base=None, config_path="configs", config_name="train")(report_user_errors(run_train))
-evaluate = hydra.main(version_base=None, config_path="configs", config_name="eval")(report_user_errors(run_eval))
-search = hydra.main(version_base=None, config_path="configs", config_name="search")(report_user_errors(run_search))
+_one_line = run.report_user_errors("auto_seg_loss")  # bad input / divergence: one "error: ..." line, exit 1
+train = hydra.main(version_base=None, config_path="configs", config_name="train")(_one_line(run_train))
+evaluate = hydra.main(version_base=None, config_path="configs", config_name="eval")(_one_line(run_eval))
+search = hydra.main(version_base=None, config_path="configs", config_name="search")(_one_line(run_search))
 
 
 def compose(config_name: str, overrides: list[str] | None = None) -> DictConfig:

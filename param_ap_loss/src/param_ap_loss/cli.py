@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import logging
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,43 +12,15 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, DistributedSampler
 
 from repro_shared import checkpoint, dist, run
-from repro_shared.data import DataError, SkipNoneCollate, build_loader, check_dataset_size
-from repro_shared.guards import NonFiniteError
+from repro_shared.data import SkipNoneCollate, build_loader, check_dataset_size
 
-from .config_diff import RESUME_MAY_CHANGE, config_differences
+from .config_diff import RESUME_MAY_CHANGE
 from .data.build import build_dataset
 from .data.coco import collate
 from .engine import evaluate as coco_eval_loop
 from .engine import train_one_epoch
 from .models.build import build_detector
 from .optim import build_optimizer, build_scheduler
-
-
-# Errors that report bad input or a diverged run in their message: the entry points print that message
-# alone (a traceback adds nothing for the user); HYDRA_FULL_ERROR=1 keeps the traceback.
-USER_ERRORS = (FileNotFoundError, ValueError, DataError, checkpoint.CheckpointError, NonFiniteError)
-
-
-def report_user_errors(main):
-    """Decorator for a Hydra task function: a :data:`USER_ERRORS` exception becomes one line
-    ``error: <message>`` on stderr (and in the run's ``log.txt``) and exit status 1."""
-
-    @functools.wraps(main)
-    def wrapper(cfg: DictConfig) -> None:
-        try:
-            main(cfg)
-        except USER_ERRORS as e:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise
-            log = logging.getLogger("param_ap_loss")
-            record = log.makeRecord(log.name, logging.ERROR, __file__, 0, f"{type(e).__name__}: %s", (e,), None)
-            for handler in log.handlers:
-                if isinstance(handler, logging.FileHandler):
-                    handler.handle(record)
-            print(f"error: {e}\n(HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr)
-            raise SystemExit(1) from None
-
-    return wrapper
 
 
 def eval_loader(ds, batch_size: int, num_workers: int = 0) -> DataLoader:
@@ -66,27 +34,16 @@ def eval_loader(ds, batch_size: int, num_workers: int = 0) -> DataLoader:
 
 def check_resume_config(cfg: DictConfig, ckpt_dir) -> Path | None:
     """With ``train.resume=auto``: the newest valid checkpoint in ``ckpt_dir`` (None if there is none), after
-    checking that it was written with this configuration up to :data:`RESUME_MAY_CHANGE`. The configs are
-    compared before anything is loaded (a checkpoint of another detector would otherwise fail with a list of
-    state-dict keys); ``mmap`` reads the config without the tensors.
+    checking that it was written with this configuration up to :data:`RESUME_MAY_CHANGE`
+    (``repro_shared.checkpoint.check_same_run``; the configs are compared before anything is loaded: a
+    checkpoint of another detector would otherwise fail with a list of state-dict keys).
 
     Raises:
         ValueError: the checkpoint belongs to a run with another configuration; lists the differing keys.
     """
     if ckpt_dir is None or str(cfg.train.get("resume")) != "auto":
         return None
-    latest = checkpoint.find_latest_checkpoint(ckpt_dir)
-    if latest is None:
-        return None
-    saved = torch.load(latest, map_location="cpu", weights_only=True, mmap=True).get("config")
-    diff = (config_differences(saved, OmegaConf.to_container(cfg, resolve=True), RESUME_MAY_CHANGE)
-            if isinstance(saved, dict) else [])
-    if diff:
-        raise ValueError(f"train.resume=auto found a checkpoint in {ckpt_dir} of a run with another configuration "
-                         f"({'; '.join(diff[:8])}{'; ...' if len(diff) > 8 else ''}): this output folder belongs "
-                         "to another run. Use a new folder (hydra.run.dir=...), or train.resume=<path to the "
-                         "checkpoint> to start from it on purpose")
-    return latest
+    return checkpoint.check_same_run(ckpt_dir, OmegaConf.to_container(cfg, resolve=True), RESUME_MAY_CHANGE)
 
 
 def _resume(cfg: DictConfig, ckpt_dir, model, optimizer, sched) -> int:
@@ -189,7 +146,7 @@ def train_and_evaluate(cfg: DictConfig, device: torch.device, log=None, metrics=
 
 
 @hydra.main(version_base=None, config_path="configs", config_name="train")
-@report_user_errors
+@run.report_user_errors("param_ap_loss")  # bad input / divergence: one "error: ..." line, exit 1
 def train(cfg: DictConfig) -> None:
     """Train a detector on ``cfg.data`` and write the val COCO metrics to ``metrics.json``."""
     out = run.hydra_output_dir()
@@ -238,7 +195,7 @@ def load_for_eval(model, path: Path, cfg: DictConfig) -> None:
         saved = torch.load(path, map_location="cpu", weights_only=True).get("config") or {}
         here = OmegaConf.to_container(cfg, resolve=True)
         keys = ("model", "loss", "data")  # data: the number of classes comes from the dataset
-        diff = config_differences({k: saved.get(k) for k in keys}, {k: here[k] for k in keys},
+        diff = checkpoint.config_differences({k: saved.get(k) for k in keys}, {k: here[k] for k in keys},
                                   tuple(k for k in RESUME_MAY_CHANGE if k.startswith("data.")))
         diff.sort(key=lambda d: keys.index(d.split(".", 1)[0]))  # the detector first, then its loss, then data
         raise checkpoint.CheckpointError(
@@ -248,7 +205,7 @@ def load_for_eval(model, path: Path, cfg: DictConfig) -> None:
 
 
 @hydra.main(version_base=None, config_path="configs", config_name="eval")
-@report_user_errors
+@run.report_user_errors("param_ap_loss")  # bad input / divergence: one "error: ..." line, exit 1
 def evaluate(cfg: DictConfig) -> None:
     """Evaluate a checkpoint (``eval.checkpoint=`` a ``ckpt_*.pt`` or a pap-train run folder) on the val split;
     writes ``metrics.json`` to its own output folder (``outputs/eval/...``)."""
@@ -266,7 +223,7 @@ def evaluate(cfg: DictConfig) -> None:
 
 
 @hydra.main(version_base=None, config_path="configs", config_name="search")
-@report_user_errors
+@run.report_user_errors("param_ap_loss")  # bad input / divergence: one "error: ..." line, exit 1
 def search(cfg: DictConfig) -> None:
     """PAP-loss parameter search (spec §3.6); state saved each round, resumable; writes ``metrics.json``."""
     from .search import check_search_folder, run_search_from_config

@@ -32,10 +32,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from repro_shared import dist
+from repro_shared import checkpoint, dist
 from repro_shared.fsio import atomic_write_text
 
-from .config_diff import RESUME_MAY_CHANGE, config_differences
+from .config_diff import RESUME_MAY_CHANGE
 from .ops.piecewise import IDENTITY_THETA, grad_scale_from_theta, theta_to_ctrl
 
 THETA_PER_FUNCTION = 8
@@ -330,7 +330,7 @@ def check_search_folder(out_dir: Path, config: dict, resume: bool = True, record
     """
     saved_file = out_dir / "search_config.json"
     if resume and (out_dir / "state.npz").is_file() and saved_file.is_file():
-        diff = config_differences(json.loads(saved_file.read_text()), config, SEARCH_MAY_CHANGE)
+        diff = checkpoint.config_differences(json.loads(saved_file.read_text()), config, SEARCH_MAY_CHANGE)
         if diff:
             raise ValueError(f"{out_dir} holds the state of a search with another configuration "
                              f"({'; '.join(diff[:8])}{'; ...' if len(diff) > 8 else ''}): its rewards are not "

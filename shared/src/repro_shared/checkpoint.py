@@ -280,6 +280,52 @@ def find_latest_checkpoint(directory: str | os.PathLike) -> Path | None:
     return None
 
 
+def flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> ``{"a.b.c": leaf}`` (a non-dict is one leaf under ``prefix`` without its dot)."""
+    if not isinstance(tree, Mapping):
+        return {prefix[:-1]: tree}
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(flatten_config(v, f"{prefix}{k}."))
+    return out
+
+
+def config_differences(saved: Mapping, current: Mapping, ignore: Iterable[str] = ()) -> list[str]:
+    """``"key: <current> here, <saved> saved"`` for every leaf that differs between two plain (resolved) configs;
+    keys equal to an entry of ``ignore``, or starting with an entry that ends in a dot (``"eval."``) or with
+    ``entry + "."``, are skipped."""
+    ignore = tuple(ignore)
+    skip = lambda k: any(k == i or k.startswith(i if i.endswith(".") else i + ".") for i in ignore)
+    a, b = flatten_config(saved), flatten_config(current)
+    keys = sorted(k for k in set(a) | set(b) if not skip(k) and a.get(k) != b.get(k))
+    return [f"{k}: {b.get(k)!r} here, {a.get(k)!r} saved" for k in keys]
+
+
+def check_same_run(directory: str | os.PathLike, config: Mapping, may_change: Iterable[str] = (),
+                   resume_key: str = "train.resume") -> Path | None:
+    """The newest valid checkpoint in ``directory`` (None if there is none), after checking that it was written
+    by a run with ``config`` (the current resolved config as plain dicts) up to the keys of ``may_change``
+    (paths on another machine, logging, checkpoint cadence, ...). Call it before anything is written into the
+    folder: continuing another run's checkpoint (another loss, model or schedule) under this run's name, or
+    re-evaluating a finished one, is the mistake it catches. Only the config is read (``mmap``), not the tensors.
+
+    Raises:
+        ValueError: the checkpoint belongs to a run with another configuration; lists up to 8 differing keys and
+            says how to go on (a new folder, ``resume_key=none``, or the checkpoint's path to start from it).
+    """
+    latest = find_latest_checkpoint(directory)
+    if latest is None:
+        return None
+    saved = torch.load(latest, map_location="cpu", weights_only=True, mmap=True).get("config")
+    diff = config_differences(saved, config, may_change) if isinstance(saved, Mapping) else []
+    if diff:
+        raise ValueError(f"{directory} holds a checkpoint of a run with another configuration "
+                         f"({'; '.join(diff[:8])}{'; ...' if len(diff) > 8 else ''}): this output folder belongs to "
+                         f"another run. Use a new folder (hydra.run.dir=...), {resume_key}=none to start over in it, "
+                         f"or {resume_key}=<checkpoint path> to start from that checkpoint on purpose")
+    return latest
+
+
 def resume(directory: str | os.PathLike, spec: str | os.PathLike | None, **objects: Any) -> dict[str, Any] | None:
     """Resume training state according to ``spec``.
 

@@ -77,6 +77,13 @@ def hydra_output_dir() -> Path | None:
     return None
 
 
+def planned_output_dir(cfg: Any) -> Path | None:
+    """The output folder :func:`setup_run` will use when it is known before the run starts (Hydra's run folder,
+    or ``output_dir`` outside Hydra), so that an existing folder can be checked before anything is written."""
+    out = hydra_output_dir() or (cfg.get("output_dir") if hasattr(cfg, "get") else None)
+    return Path(str(out)) if out else None
+
+
 def setup_run(cfg: Any, *, name: str | None = None) -> RunContext:
     """Prepare a run from its config.
 
