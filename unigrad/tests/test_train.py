@@ -23,6 +23,7 @@ from unigrad.models import SiameseNet
 
 def test_default_run_writes_metrics_and_logs_the_official_schedules(tmp_path):
     res = cli.run_train(make_cfg("train", [*FAST, "eval.probe=true"], tmp_path))
+    assert "starting from step 0 (to continue a killed run, start it again with hydra.run.dir=" in (tmp_path / "log.txt").read_text()
     saved = json.loads((tmp_path / "metrics.json").read_text())
     for key in ("knn_top1", "probe_top1", "effective_rank", "embedding_std", "effective_rank_backbone", "steps"):
         assert key in saved and saved[key] == pytest.approx(res[key])

@@ -124,6 +124,14 @@ def check_device(cfg: DictConfig) -> None:
         raise ValueError(f"device={cfg.device} was requested but CUDA is not available; use device=cpu or device=auto")
 
 
+def _log_fresh_start(log, checkpoint_dir: Path, resume, key: str) -> None:
+    """Say that a run starts from step 0 and how a killed run is continued (Hydra gives every new command its own
+    timestamped folder, so only the same ``hydra.run.dir`` finds the checkpoints)."""
+    if str(resume) == "auto":
+        log.info("no checkpoint in %s: starting from step 0 (to continue a killed run, start it again with "
+                 "hydra.run.dir=<its output folder>; %s=auto picks its newest valid checkpoint)", checkpoint_dir, key)
+
+
 # ------------------------------------------------------------------------------------------------ training
 def run_train(cfg: DictConfig) -> dict:
     """``unigrad-train``: build, resume (``train.resume=auto``), pre-train, checkpoint, evaluate, metrics.json."""
@@ -159,6 +167,8 @@ def run_train(cfg: DictConfig) -> dict:
         meter.load_state_dict(state["extra"]["meter"])
         step = int(state["step"])
         log.info("resumed from step %d (epoch %d)", step, state["epoch"])
+    else:
+        _log_fresh_start(log, ctx.checkpoint_dir, t.resume, "train.resume")
     iters = len(loader)
     total, warmup = int(t.epochs) * iters, int(t.warmup_epochs) * iters
     lr_at = partial(pretrain_lr, init_lr=init_lr, warmup_steps=warmup, total_steps=total,
@@ -265,6 +275,8 @@ def run_lineval(cfg: DictConfig) -> dict:
                                     weight_decay=float(le.weight_decay))
     wrapped = dist.wrap_model(model, "ddp" if ctx.dist.world_size > 1 else "none")
     state = checkpoint.resume(ctx.checkpoint_dir, le.resume, model=model, optimizer=optimizer, restore_rng=False)
+    if state is None:
+        _log_fresh_start(log, ctx.checkpoint_dir, le.resume, "lineval.resume")
     step = 0 if state is None else int(state["step"])
     best = 0.0 if state is None else float(state["extra"]["best_top1"])
     iters, epochs = len(loader), int(le.epochs)
