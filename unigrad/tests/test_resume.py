@@ -10,10 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
-from conftest import make_cfg
-from repro_shared.checkpoint import find_latest_checkpoint, load_checkpoint
+from conftest import FAST, make_cfg
+from repro_shared.checkpoint import CheckpointError, find_latest_checkpoint, load_checkpoint
 from repro_shared.logging import read_jsonl
 from unigrad import cli
 
@@ -73,3 +74,10 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
     final_a, final_b = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
     assert final_a.pop("train_time_s") > 0 and final_b.pop("train_time_s") > 0  # wall clock: the only difference
     assert final_a == final_b
+
+
+def test_resume_into_the_folder_of_another_configuration_is_one_clear_error(tmp_path):
+    cli.run_train(make_cfg("train", [*FAST, "train.epochs=1", "eval.enabled=false"], tmp_path))
+    for other in (["loss=simclr_grad"], ["model.projector_output_dim=8"]):
+        with pytest.raises(CheckpointError, match=r"cannot resume from .* another configuration .* new folder"):
+            cli.run_train(make_cfg("train", [*FAST, "train.epochs=2", "eval.enabled=false", *other], tmp_path))

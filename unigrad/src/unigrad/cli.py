@@ -160,10 +160,17 @@ def run_train(cfg: DictConfig) -> dict:
     wrapped = dist.wrap_model(model, "ddp" if world > 1 else "none")
     meter = EpochMeter()
     step = 0
-    state = checkpoint.resume(ctx.checkpoint_dir, t.resume, model=model, optimizer=optimizer, scaler=scaler,
-                              restore_rng=False)
+    try:
+        state = checkpoint.resume(ctx.checkpoint_dir, t.resume, model=model, optimizer=optimizer, scaler=scaler,
+                                  restore_rng=False)
+        if state is not None:
+            criterion.load_state_dict(state["extra"]["loss"])
+    except (checkpoint.CheckpointError, RuntimeError) as e:  # RuntimeError: the objective's load_state_dict
+        raise checkpoint.CheckpointError(
+            f"cannot resume from {ctx.checkpoint_dir} (train.resume={t.resume}): its checkpoint was written by a run "
+            f"of another configuration (model / loss / optimizer differ: {str(e).splitlines()[0]}); start this "
+            "configuration in a new folder (another hydra.run.dir)") from e
     if state is not None:
-        criterion.load_state_dict(state["extra"]["loss"])
         meter.load_state_dict(state["extra"]["meter"])
         step = int(state["step"])
         log.info("resumed from step %d (epoch %d)", step, state["epoch"])
