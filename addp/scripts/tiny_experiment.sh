@@ -3,9 +3,9 @@
 # chain with a longer ADDP stage (experiment=tiny_long; tokenizer and teacher are the same cache entries), then
 # the summary table (scripts/tiny_summary.py -> docs/tiny_experiment.json). Tiny data: not the paper's numbers.
 #   bash scripts/tiny_experiment.sh [OUT_DIR]      (default outputs/tiny_experiment)
-# SEEDS / ARMS select a subset, e.g. SEEDS="1" ARMS="default" (the README's measurement ran the default arm only,
-# one seed per process with its own ADDP_CACHE_DIR; the tiny-FID feature network has its own fixed seed, so every
-# cache trains the same one).
+# SEEDS / ARMS select a subset, e.g. SEEDS="1" ARMS="default" (the README's measurement ran one seed and arm per
+# process, seeds in parallel, each seed with its own ADDP_CACHE_DIR; the tiny-FID feature network has its own fixed
+# seed, so every cache trains the same one).
 set -euo pipefail
 OUT=${1:-outputs/tiny_experiment}
 SEEDS=${SEEDS:-"0 1 2"}
