@@ -8,7 +8,7 @@ update as a fraction of a ResNet-50 training step (4 forwards + 2 backwards + SG
 Prints one JSON line per measurement. On CPU the ResNet-50 step is measured at a small batch and scaled
 linearly to 128 (flagged ``"extrapolated": true``); on a GPU it is measured at 128.
 
-    python benchmarks/bench_losses.py                       # CPU, a few minutes
+    python benchmarks/bench_losses.py --queue 4096          # CPU, ~6 minutes on the shared 2-core machine (README)
     python benchmarks/bench_losses.py --device cuda --reps 20
 """
 
@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--n", type=int, default=128, help="per-GPU batch of the paper")
     p.add_argument("--dim", type=int, default=2048)
-    p.add_argument("--queue", type=int, default=65536)
+    p.add_argument("--queue", type=int, default=65536,
+                   help="MoCo queue; the literal reference copies it per anchor (use 4096 on a CPU)")
     p.add_argument("--history", type=int, default=15,
                    help="past steps in UniGrad's literal sum (its cost grows with it; ours does not)")
     p.add_argument("--reps", type=int, default=5)
