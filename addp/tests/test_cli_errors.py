@@ -7,43 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from repro_shared.checkpoint import CheckpointError
-from repro_shared.guards import NonFiniteError
-
-from addp.cli import report_user_errors
+from repro_shared.run import report_user_errors
 
 BIN = Path(sys.executable).parent
 
 
-@pytest.mark.parametrize("exc", [ValueError("unknown x"), FileNotFoundError("no file"), CheckpointError("bad file"),
-                                 NonFiniteError("non-finite loss at step 3")])
-def test_a_user_error_is_one_line_and_exit_status_1(exc, capsys, monkeypatch):
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-
-    def task(cfg):
-        raise exc
-
-    with pytest.raises(SystemExit) as e:
-        report_user_errors(task)(None)
-    assert e.value.code == 1
-    err = capsys.readouterr().err
-    assert err.startswith(f"error: {exc}\n") and "Traceback" not in err
-
-
-def test_hydra_full_error_and_bugs_keep_the_traceback(monkeypatch):
-    def task(cfg):
-        raise ValueError("shown with its traceback")
-
-    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
-    with pytest.raises(ValueError, match="shown with its traceback"):
-        report_user_errors(task)(None)
-    monkeypatch.delenv("HYDRA_FULL_ERROR")
-
-    def bug(cfg):
-        raise KeyError("a bug")
-
-    with pytest.raises(KeyError):
-        report_user_errors(bug)(None)
+# (the decorator itself is tested in shared/tests/test_run_logging.py)
 
 
 def test_entry_point_corrupt_init_file_ends_with_one_error_line(tmp_path):
@@ -75,6 +44,6 @@ def test_an_unset_required_setting_names_the_key(tmp_path, capsys, monkeypatch):
 
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     with pytest.raises(SystemExit):
-        report_user_errors(run_fid)(cfg_of("device=cpu", f"+output_dir={tmp_path}/fid", name="fid"))
+        report_user_errors("addp")(run_fid)(cfg_of("device=cpu", f"+output_dir={tmp_path}/fid", name="fid"))
     err = capsys.readouterr().err
-    assert err.startswith("error: fid.generated must be set: pass fid.generated=...") and "Traceback" not in err
+    assert err.startswith("error: fid.generated must be set: pass fid.generated=<value>") and "Traceback" not in err

@@ -97,7 +97,7 @@ def test_report_user_errors_one_line_exit_1(tmp_path, capsys, monkeypatch):
         assert err.splitlines()[0] == "error: image x.jpg is truncated" and "Traceback" not in err
         with pytest.raises(SystemExit):
             task("missing")
-        assert "pass it on the command line, e.g. data.root=<value>" in capsys.readouterr().err
+        assert "error: data.root must be set: pass data.root=<value> on the command line" in capsys.readouterr().err
         with pytest.raises(RuntimeError, match="a bug"):
             task("bug")
         monkeypatch.setenv("HYDRA_FULL_ERROR", "1")

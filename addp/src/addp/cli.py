@@ -2,56 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 import json
-import logging
-import os
-import sys
 import time
 from pathlib import Path
 
 import hydra
 import torch
 from omegaconf import DictConfig
-from omegaconf.errors import MissingMandatoryValue
 
-from repro_shared import checkpoint, dist, run
-from repro_shared.data import DataError
-from repro_shared.guards import NonFiniteError
+from repro_shared import dist, run
 
 from .stages import addp_stage, teacher_stage, tokenizer_stage
 
 _SAMPLER_KEYS = ("steps", "schedule", "choice_temperature", "temperature_mode", "sampling", "top_p")
-
-# what a user can fix (a path, a setting, a file, diverging settings): one line, not a traceback
-USER_ERRORS = (FileNotFoundError, ValueError, DataError, checkpoint.CheckpointError, NonFiniteError)
-
-
-def report_user_errors(task):
-    """Wrap a Hydra task function: a :data:`USER_ERRORS` exception (or an unset ``???`` setting) ends the command
-    with one line ``error: <message>`` on stderr (also written to the run's ``log.txt`` when one is open) and exit
-    status 1. ``HYDRA_FULL_ERROR=1`` re-raises it with the traceback; other exceptions (bugs) keep their traceback."""
-
-    @functools.wraps(task)
-    def wrapper(cfg: DictConfig):
-        try:
-            return task(cfg)
-        except (*USER_ERRORS, MissingMandatoryValue) as e:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise
-            if isinstance(e, MissingMandatoryValue):   # a `???` of the config: say which key and where the usage is
-                e = ValueError(f"{e.full_key} must be set: pass {e.full_key}=... on the command line (the usage is at "
-                               "the top of the entry point's config, addp/src/addp/configs/<name>.yaml)")
-            log = logging.getLogger("addp")
-            for handler in log.handlers:
-                if isinstance(handler, logging.FileHandler):
-                    handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s: %s",
-                                                  (type(e).__name__, e), None))
-            print(f"error: {e}\n(HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr)
-            raise SystemExit(1) from None
-
-    return wrapper
-
 
 def run_train(cfg: DictConfig) -> dict:
     """``addp-train``: tokenizer -> teacher -> ADDP (each loaded, cached or trained), then the tiny-data
@@ -159,7 +122,7 @@ def run_generate(cfg: DictConfig) -> dict:
     kwargs = {k: g[k] for k in _SAMPLER_KEYS}
     kwargs["tau0"] = float(kwargs.pop("choice_temperature"))
     t0, first = time.perf_counter(), None
-    from .engine import autocast
+    from repro_shared.train import autocast
 
     for j in range(0, len(todo), int(g.batch_size)):
         idx = todo[j:j + int(g.batch_size)]
@@ -280,7 +243,7 @@ def run_seg(cfg: DictConfig) -> dict:
 
 
 def _entry(config_name: str, task):
-    return hydra.main(version_base=None, config_path="configs", config_name=config_name)(report_user_errors(task))
+    return hydra.main(version_base=None, config_path="configs", config_name=config_name)(run.report_user_errors("addp")(task))
 
 
 train = _entry("train", run_train)

@@ -18,7 +18,6 @@ Per optimizer step ``i`` of epoch ``e`` (official ``engine_pretrain.train_one_ep
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -30,10 +29,10 @@ from repro_shared import checkpoint, dist
 from repro_shared.data import ResumableLoader, seed_step
 from repro_shared.finetune import half_cosine_lr, set_lr
 from repro_shared.guards import check_finite
+from repro_shared.train import PRECISIONS, autocast
 
-__all__ = ["LoopConfig", "lr_at", "autocast", "train_loop", "PRECISIONS"]
+__all__ = ["LoopConfig", "lr_at", "train_loop"]
 
-PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 @dataclass
@@ -66,13 +65,6 @@ def lr_at(epoch: float, cfg: LoopConfig) -> float:
     """Official per-iteration schedule at fractional epoch ``epoch`` (``repro_shared.finetune.half_cosine_lr``):
     ``lr * epoch / warmup`` during warm-up, then half-cosine from ``lr`` to ``min_lr``."""
     return half_cosine_lr(epoch, cfg.lr, cfg.epochs, cfg.warmup_epochs, cfg.min_lr)
-
-
-def autocast(device: torch.device, precision: str):
-    """Autocast context for ``precision`` (none for fp32)."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
 
 
 StepFn = Callable[[Any], Mapping[str, torch.Tensor]]

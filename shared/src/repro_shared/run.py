@@ -187,8 +187,9 @@ def report_user_errors(logger_name: str, extra: tuple[type[BaseException], ...] 
                 if os.environ.get("HYDRA_FULL_ERROR") == "1":
                     raise
                 message = str(e)
-                if isinstance(e, MissingMandatoryValue):
-                    message = f"{message}: pass it on the command line, e.g. {e.full_key}=<value>"
+                if isinstance(e, MissingMandatoryValue):  # a ``???`` of the config
+                    message = (f"{e.full_key} must be set: pass {e.full_key}=<value> on the command line (the entry "
+                               "point's config says what it is)")
                 log = _pylogging.getLogger(logger_name)
                 record = log.makeRecord(log.name, _pylogging.ERROR, __file__, 0, "%s: %s",
                                         (type(e).__name__, message), None)

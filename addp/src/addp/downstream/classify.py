@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset
 
 from repro_shared import dist, run
 from repro_shared.data import ImageFolder, SkipNoneCollate, build_loader
 from repro_shared.finetune import (BNLinearHead, build_eval_transform, build_lars, build_linprobe_transform,
-                                   build_mixup, build_train_transform, evaluate_classifier, freeze_except,
-                                   param_groups_layer_decay)
+                                   build_mixup, build_train_transform, classification_criterion, eval_loader,
+                                   evaluate_classifier, freeze_except, param_groups_layer_decay)
 
 from ..data.embedded import TintedDigits
 from ..engine import LoopConfig, train_loop
@@ -71,20 +71,6 @@ def resolved_init(init: DictConfig | None) -> dict | None:
     return node
 
 
-def _val_loader(dataset: Dataset, batch_size: int, num_workers: int, skip_corrupt: bool) -> DataLoader:
-    sampler = DistributedSampler(dataset, shuffle=False) if dist.get_world_size() > 1 else None
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      collate_fn=SkipNoneCollate() if skip_corrupt else None)
-
-
-def _criterion(mixup, smoothing: float):
-    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-
-    if mixup is not None:
-        return SoftTargetCrossEntropy()
-    return LabelSmoothingCrossEntropy(smoothing) if smoothing > 0 else torch.nn.CrossEntropyLoss()
-
-
 def run_classifier(cfg: DictConfig, mode: str) -> dict:
     """Fine-tune (``mode="finetune"``) or linearly probe (``"linprobe"``) the ADDP encoder of ``init.path``
     (an ``addp-train`` run folder, our weights file or an official ADDP checkpoint; random init when unset).
@@ -127,7 +113,7 @@ def run_classifier(cfg: DictConfig, mode: str) -> dict:
     skip = bool(d.get("skip_corrupt", False))
     loader = build_loader(train_set, batch_size=int(t.batch_size), seed=int(cfg.seed), num_workers=int(d.num_workers),
                           collate_fn=SkipNoneCollate() if skip else None, pin_memory=device.type == "cuda")
-    vloader = _val_loader(val_set, int(cfg.eval.batch_size), int(d.num_workers), skip)
+    vloader = eval_loader(val_set, int(cfg.eval.batch_size), int(d.num_workers), skip)
     lr = float(t.lr) if t.get("lr") is not None else float(t.blr) * int(t.batch_size) * ctx.dist.world_size / 256
     if mode == "finetune":
         groups = param_groups_layer_decay(vit, float(t.weight_decay), float(t.layer_decay))
@@ -136,7 +122,7 @@ def run_classifier(cfg: DictConfig, mode: str) -> dict:
     else:
         optimizer = build_lars(vit.head, lr, weight_decay=float(t.weight_decay))
         mixup = None
-    criterion = _criterion(mixup, float(a.smoothing) if mode == "finetune" else 0.0)
+    criterion = classification_criterion(mixup, float(a.smoothing) if mode == "finetune" else 0.0)
     wrapped = dist.wrap_model(vit, "ddp")
 
     def step(batch):
