@@ -4,7 +4,6 @@ bad inputs, fine-tuning / linear probing from a pre-training checkpoint, convers
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +14,6 @@ from repro_shared.checkpoint import CheckpointError, load_checkpoint, verify_che
 from repro_shared.guards import NonFiniteError
 from m3i.models.m3i import M3IModel
 
-DRIVER = Path(__file__).with_name("_kill_driver.py")
 TINY = ["model.overrides.embed_dim=32", "model.overrides.num_heads=2", "+model.overrides.depth=1", "model.global_dim=32",
         "model.pool_heads=2", "model.decoder_dim=32", "model.decoder_heads=2", "model.predictor_depth=1",
         "model.text.width=32", "model.text.depth=1", "model.text.heads=2", "data.sources.0.limit=48",
@@ -30,7 +28,8 @@ def compose_cfg(name, overrides, out):
 
 
 def run_cli(entry, out, overrides, kill_after=0):
-    return subprocess.run([sys.executable, str(DRIVER), str(kill_after), entry, f"hydra.run.dir={out}", *overrides],
+    return subprocess.run([sys.executable, "-m", "repro_shared.testing", str(kill_after), f"m3i.cli:{entry}",
+                           f"hydra.run.dir={out}", *overrides],
                           capture_output=True, text=True, timeout=900)
 
 

@@ -1,4 +1,4 @@
-"""Training loops: M3I pre-training and classifier fine-tuning / linear probing. Nothing but the loops.
+"""The M3I pre-training loop (fine-tuning / linear probing use ``repro_shared.finetune.train_classifier_epoch``).
 
 Exact resume: every random number a step consumes comes from the per-sample seeds of
 ``repro_shared.data.build_loader`` / :class:`m3i.data.sources.WeightedSourceSampler` (views, colour, mix masks) or
@@ -10,7 +10,6 @@ mid-epoch and resumed from a step checkpoint is therefore bit-identical to the u
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Callable
 
 import torch
@@ -22,41 +21,11 @@ from repro_shared.data import seed_step
 from repro_shared.finetune import half_cosine_lr, set_lr
 from repro_shared.guards import check_finite
 from repro_shared.ssl.momentum import cosine_momentum
+from repro_shared.train import accumulate, autocast, epoch_means, new_epoch_stats
 
 from .losses import M3IObjective
 
-__all__ = ["autocast", "new_epoch_stats", "pretrain_one_epoch", "train_classifier_epoch"]
-
-
-def autocast(device: torch.device, precision: str):
-    """Autocast context of ``precision``: ``fp16``, ``bf16`` or ``fp32`` (no autocast).
-
-    Raises:
-        ValueError: an unknown precision.
-    """
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision not in ("fp16", "bf16"):
-        raise ValueError(f"unknown precision {precision!r}; use fp32, bf16 or fp16")
-    return torch.autocast(device_type=device.type, dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
-
-
-def new_epoch_stats() -> dict:
-    """Running sums of one epoch ``{"sums": {term: float}, "steps": int, "skipped": int}`` (plain numbers, so a
-    mid-epoch checkpoint stores them and the resumed epoch reports the same means)."""
-    return {"sums": {}, "steps": 0, "skipped": 0}
-
-
-def _means(stats: dict) -> dict[str, float]:
-    out = {k: v / max(stats["steps"], 1) for k, v in stats["sums"].items()}
-    out["skipped"] = stats["skipped"]
-    return out
-
-
-def _record(stats: dict, record: dict[str, float]) -> None:
-    for k, v in record.items():
-        stats["sums"][k] = stats["sums"].get(k, 0.0) + v
-    stats["steps"] += 1
+__all__ = ["pretrain_one_epoch"]
 
 
 def pretrain_one_epoch(model: nn.Module, loader, optimizer, scaler: Any, objective: M3IObjective, *, epoch: int,
@@ -125,71 +94,10 @@ def pretrain_one_epoch(model: nn.Module, loader, optimizer, scaler: Any, objecti
         record = {k: float(v.detach()) for k, v in losses.items()} | {"grad_norm": grad_norm}
         if out.logit_scale is not None:
             record["logit_scale"] = float(out.logit_scale.detach().exp())
-        _record(stats, record)
+        accumulate(stats, record)
         if metrics is not None and (i % log_every == 0 or i == iters - 1):
             metrics.log({**record, "lr": max(g["lr"] for g in opt.param_groups), "momentum": momentum, "epoch": epoch},
                         step=step)
         if after_step is not None:
             after_step(step + 1, stats)
-    return _means(stats)
-
-
-def train_classifier_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, scaler: Any,
-                           criterion: Callable, lr_at: Callable[[int], float | None], *, epoch: int,
-                           device: torch.device, seed: int = 0, precision: str = "fp32", mixup=None,
-                           clip_grad: float | None = None, ema=None, metrics=None, log=None, log_every: int = 20,
-                           stats: dict | None = None,
-                           after_step: Callable[[int, dict], None] | None = None) -> dict[str, float]:
-    """One fine-tuning or linear-probing epoch.
-
-    Per step ``i`` (global step ``k = epoch * iters + i``): ``lr_at(k)`` (None: the caller's scheduler sets the
-    group lrs) applied with each group's ``lr_scale``, Mixup/CutMix (``mixup``), ``criterion(logits, targets)``
-    in float32, backward, optional clipping, step, then the model EMA (``ema.update``).
-
-    Returns:
-        Epoch means of ``loss`` and ``skipped``.
-
-    Raises:
-        repro_shared.guards.NonFiniteError: at the first non-finite loss.
-    """
-    model.train()
-    iters = len(loader)
-    start = getattr(loader, "start_batch", 0)
-    nominal = getattr(getattr(loader, "batch_sampler", None), "batch_size", None)
-    stats = new_epoch_stats() if stats is None else stats
-    params = [p for p in model.parameters() if p.requires_grad]
-    batches = rlog.progress(loader, desc=f"train epoch {epoch}", log=log) if log else loader
-    for i, (x, y) in enumerate(batches, start=start):
-        step = epoch * iters + i
-        seed_step(seed, epoch, i)
-        if nominal is not None:
-            stats["skipped"] += nominal - x.shape[0]
-        if mixup is not None and x.shape[0] % 2:  # timm Mixup needs an even batch (odd after a skipped file)
-            x, y = x[:-1], y[:-1]
-        lr = lr_at(step)
-        if lr is not None:
-            set_lr(optimizer, lr)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if mixup is not None:
-            x, y = mixup(x, y)
-        with autocast(device, precision):
-            logits = model(x)
-        loss = criterion(logits.float(), y)
-        check_finite({"loss": loss}, step=step, epoch=epoch)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if clip_grad:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, clip_grad)
-        scaler.step(optimizer)
-        scaler.update()
-        if ema is not None:
-            ema.update(dist.unwrap_model(model))
-        value = float(loss.detach())
-        _record(stats, {"loss": value})
-        if metrics is not None and (i % log_every == 0 or i == iters - 1):
-            metrics.log({"loss": value, "lr": max(g["lr"] for g in optimizer.param_groups), "epoch": epoch},
-                        step=step)
-        if after_step is not None:
-            after_step(step + 1, stats)
-    return _means(stats)
+    return epoch_means(stats)

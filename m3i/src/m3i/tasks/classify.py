@@ -22,22 +22,22 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import Dataset, Subset
 
 from repro_shared import dist, run
 from repro_shared.checkpoint import CheckpointError
 from repro_shared.data import ImageFolder, SkipNoneCollate, build_loader
 from repro_shared.finetune import (build_eval_transform, build_lars, build_linprobe_transform, build_mixup,
-                                   build_train_transform, evaluate_classifier, half_cosine_lr,
-                                   param_groups_layer_decay)
+                                   build_train_transform, classification_criterion, eval_loader, evaluate_classifier,
+                                   half_cosine_lr, param_groups_layer_decay, train_classifier_epoch)
+from repro_shared.train import StepCheckpointer
 
 from ..convert import read_state_dict
 from ..data.shapes import shapes_split
-from ..engine import train_classifier_epoch
 from ..models.classifier import LinearProbe, build_vit_classifier
 from ..models.internimage import build_internimage, internimage_param_groups
 from ..models.vit import VIT_VARIANTS
-from .common import Checkpointer, build_backbone
+from .common import build_backbone
 
 __all__ = ["ShapesClassification", "build_classifier", "load_backbone_weights", "run_classifier"]
 
@@ -194,20 +194,14 @@ def run_classifier(cfg: DictConfig, mode: str) -> dict:
     skip = bool(d.get("skip_corrupt", False))
     loader = build_loader(train_set, batch_size=int(t.batch_size), seed=int(cfg.seed), num_workers=int(d.num_workers),
                           collate_fn=SkipNoneCollate() if skip else None, pin_memory=device.type == "cuda")
-    sampler = DistributedSampler(val_set, shuffle=False) if ws > 1 else None
-    val_loader = DataLoader(val_set, batch_size=int(t.batch_size), sampler=sampler, num_workers=int(d.num_workers),
-                            collate_fn=SkipNoneCollate() if skip else None)
+    val_loader = eval_loader(val_set, int(t.batch_size), int(d.num_workers), skip)
     model = model.to(device)
     iters = len(loader)
     optimizer, lr_at, desc = _optimizer_and_schedule(cfg, model, mode, iters, ws)
     a = cfg.aug
     mixup = build_mixup(int(d.num_classes), mixup=float(a.mixup), cutmix=float(a.cutmix),
                         label_smoothing=float(a.smoothing)) if mode == "finetune" else None
-    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-
-    smoothing = float(a.get("smoothing", 0.0))
-    criterion = SoftTargetCrossEntropy() if mixup is not None else (
-        LabelSmoothingCrossEntropy(smoothing) if smoothing > 0 else torch.nn.CrossEntropyLoss())
+    criterion = classification_criterion(mixup, float(a.get("smoothing", 0.0)))
     ema = None
     if mode == "finetune" and t.get("ema"):
         from timm.utils import ModelEmaV3
@@ -216,7 +210,7 @@ def run_classifier(cfg: DictConfig, mode: str) -> dict:
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     wrapped = dist.wrap_model(model, "ddp" if ws > 1 else "none")
     results: dict[str, Any] = {}
-    ckpt = Checkpointer(ctx, model=model, optimizer=optimizer, scaler=scaler, iters=iters,
+    ckpt = StepCheckpointer(ctx.checkpoint_dir, model=model, optimizer=optimizer, scaler=scaler, iters=iters,
                         every=int(t.checkpoint_every), keep_last=int(t.keep_last), config=cfg,
                         extra=lambda: {"results": results, "ema": ema.module.state_dict() if ema is not None else None})
     step, stats = 0, None

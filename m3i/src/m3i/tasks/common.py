@@ -7,7 +7,7 @@ from typing import Any, Callable
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from repro_shared import checkpoint
+from repro_shared.train import StepCheckpointer
 
 from ..data.shapes import VOCAB
 from ..data.text import build_tokenizer
@@ -17,8 +17,7 @@ from ..models.m3i import M3IModel
 from ..models.text import TextTower
 from ..models.vit import VIT_VARIANTS, build_vit
 
-__all__ = ["BACKBONES", "token_stride", "build_backbone", "build_m3i", "build_tokenizer_from", "Checkpointer",
-           "DeepSpeedCheckpointer"]
+__all__ = ["BACKBONES", "token_stride", "build_backbone", "build_m3i", "build_tokenizer_from", "DeepSpeedCheckpointer"]
 
 BACKBONES = ("vit", "internimage")
 _INTERNIMAGE_STRIDE = 16  # the dense neck's output stride
@@ -95,35 +94,8 @@ def build_m3i(cfg: DictConfig, count_a: int, tokenizer=None) -> M3IModel:
                     text_tower=text, online_ln=bool(m.online_ln))
 
 
-class Checkpointer:
-    """Step checkpoints of one run: every ``every`` optimizer steps inside an epoch and at every epoch end, with
-    the running epoch statistics and ``extra()`` (results so far, EMA weights) in the file."""
-
-    def __init__(self, ctx, *, model: nn.Module, optimizer, scaler, iters: int, every: int, keep_last: int,
-                 config: DictConfig, extra: Callable[[], dict[str, Any]]):
-        self.ctx, self.model, self.optimizer, self.scaler = ctx, model, optimizer, scaler
-        self.iters, self.every, self.keep_last, self.config, self.extra = iters, every, keep_last, config, extra
-
-    def save(self, steps_done: int, epoch_stats: dict | None) -> None:
-        checkpoint.save_checkpoint(checkpoint.checkpoint_path(self.ctx.checkpoint_dir, steps_done), model=self.model,
-                                   optimizer=self.optimizer, scaler=self.scaler, epoch=steps_done // self.iters,
-                                   step=steps_done, config=self.config,
-                                   extra={**self.extra(), "epoch_stats": epoch_stats}, keep_last=self.keep_last)
-
-    def after_step(self, steps_done: int, epoch_stats: dict) -> None:
-        """Mid-epoch checkpoints (the epoch's last step is saved by the caller after its bookkeeping)."""
-        if self.every and steps_done % self.every == 0 and steps_done % self.iters:
-            self.save(steps_done, epoch_stats)
-
-    def resume(self, spec: str | None) -> dict | None:
-        """Load the newest valid checkpoint (``"auto"``), a given one, or nothing; randomness is derived from
-        (seed, epoch, step), so no RNG state is restored."""
-        return checkpoint.resume(self.ctx.checkpoint_dir, spec, model=self.model, optimizer=self.optimizer,
-                                 scaler=self.scaler, restore_rng=False)
-
-
-class DeepSpeedCheckpointer(Checkpointer):
-    """:class:`Checkpointer` for a DeepSpeed engine: its own sharded format (``engine.save_checkpoint`` into
+class DeepSpeedCheckpointer(StepCheckpointer):
+    """``repro_shared.train.StepCheckpointer`` for a DeepSpeed engine: its own sharded format (``engine.save_checkpoint`` into
     ``checkpoints/deepspeed/step<N>``, every rank writes its shard), the step, results and epoch statistics in the
     client state; ``resume("auto")`` loads the newest tag (DeepSpeed's ``latest`` file)."""
 

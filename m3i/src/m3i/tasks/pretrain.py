@@ -11,6 +11,7 @@ from torch.utils.data import ConcatDataset, Subset
 
 from repro_shared import dist, run
 from repro_shared.data import ImageFolder, ResumableLoader, SkipNoneCollate, build_loader, check_dataset_size
+from repro_shared.train import StepCheckpointer
 
 from ..convert import load_internimage_weights
 from ..data.sources import ImageFolderSource, PretrainDataset, ShapesSource, TarShardSource, WeightedSourceSampler
@@ -19,7 +20,7 @@ from ..engine import pretrain_one_epoch
 from ..losses import M3IObjective
 from ..models.m3i import M3IModel
 from ..probe import evaluate_probes
-from .common import Checkpointer, DeepSpeedCheckpointer, build_m3i, build_tokenizer_from, token_stride
+from .common import DeepSpeedCheckpointer, build_m3i, build_tokenizer_from, token_stride
 
 __all__ = ["SOURCE_KINDS", "build_transform", "build_pretrain_loader", "build_objective", "run_pretrain"]
 
@@ -155,7 +156,7 @@ def run_pretrain(cfg: DictConfig) -> dict:
     wrapped = model if ds_engine is not None else dist.wrap_model(model, "ddp" if ws > 1 else "none")
     results: dict = {}
     if ds_engine is None:
-        ckpt = Checkpointer(ctx, model=model, optimizer=optimizer, scaler=scaler, iters=iters,
+        ckpt = StepCheckpointer(ctx.checkpoint_dir, model=model, optimizer=optimizer, scaler=scaler, iters=iters,
                             every=int(t.checkpoint_every), keep_last=int(t.keep_last), config=cfg,
                             extra=lambda: {"results": results})
     else:
