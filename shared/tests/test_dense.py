@@ -6,8 +6,8 @@ import timm
 import torch
 from torch.utils.data import DataLoader
 
-from repro_shared.dense import (CocoInstanceDataset, SegmentationFolder, SimpleFeaturePyramid, TimmViTTrunk,
-                                UperNetSegmentor, build_vitdet_maskrcnn, coco_evaluate, confusion_matrix,
+from repro_shared.dense import (CocoInstanceDataset, SegmentationFolder, SegTrainTransform, SimpleFeaturePyramid,
+                                TimmViTTrunk, UperNetSegmentor, build_vitdet_maskrcnn, coco_evaluate, confusion_matrix,
                                 detection_collate, evaluate_segmentation, miou, segmentation_loss)
 from repro_shared.toydata import make_shapes_dataset
 
@@ -178,3 +178,29 @@ def test_maskrcnn_learns_the_shapes(tmp_path):
             opt.step()
     after = coco_evaluate(model, vloader, vds.coco, vds.cat_ids, torch.device("cpu"))
     assert after["bbox_AP50"] > before["bbox_AP50"] + 10.0, (before, after)
+
+
+def test_segmentation_transform_keeps_image_and_label_aligned():
+    torch.manual_seed(0)
+    label = torch.ones(40, 60, dtype=torch.long)
+    label[:, 30:] = 2
+    image = torch.where(label == 1, 0.1, 0.9).float().expand(3, -1, -1).clone()
+    tf = SegTrainTransform(scale=(60, 40), ratio_range=(0.5, 2.0), crop=48)
+    for _ in range(8):
+        img, lab = tf(image, label)
+        assert img.shape == (3, 48, 48) and lab.shape == (48, 48) and lab.dtype == torch.long
+        raw = img[0] * 0.229 + 0.485
+        inside = lab != 255
+        agree = ((raw < 0.5) == (lab == 1))[inside].float().mean()
+        assert agree > 0.95
+        assert set(lab.unique().tolist()) <= {1, 2, 255}
+
+def test_segmentation_resize_follows_mmseg_keep_ratio():
+    """Resize(img_scale=(2048, 512), ratio 1): a 100 x 300 image -> long side <= 2048, short side <= 512, so the
+    short side decides: 512 x 1536 (then a crop larger than both sides pads the label with 255)."""
+    from repro_shared.dense import SegTrainTransform
+
+    tf = SegTrainTransform(scale=(2048, 512), ratio_range=(1.0, 1.0), crop=1600, normalize=False)
+    img, lab = tf(torch.rand(3, 100, 300), torch.zeros(100, 300, dtype=torch.long))
+    assert img.shape == (3, 1600, 1600)
+    assert int((lab != 255).sum()) == 512 * 1536

@@ -20,9 +20,9 @@ from torch.utils.data import DataLoader
 
 from repro_shared import dist, run
 from repro_shared.data import build_loader
-from repro_shared.dense import (CocoInstanceDataset, SegmentationFolder, TimmViTTrunk, UperNetSegmentor,
-                                build_vitdet_maskrcnn, coco_evaluate, detection_collate, evaluate_segmentation,
-                                segmentation_loss)
+from repro_shared.dense import (CocoInstanceDataset, SegmentationFolder, SegTrainTransform, TimmViTTrunk,
+                                UperNetSegmentor, build_vitdet_maskrcnn, coco_evaluate, detection_collate,
+                                evaluate_segmentation, normalize_pair, segmentation_loss)
 from repro_shared.finetune import param_groups_layer_decay
 from repro_shared.toydata import make_shapes_dataset
 
@@ -31,10 +31,8 @@ from ..models.vit import build_vit
 from ..weights import load_vit_backbone
 from .classify import resolved_init
 
-__all__ = ["SegTrainTransform", "run_detection", "run_segmentation"]
+__all__ = ["run_detection", "run_segmentation"]
 
-_MEAN = (0.485, 0.456, 0.406)
-_STD = (0.229, 0.224, 0.225)
 
 
 def _encoder(cfg: DictConfig, init_path, log):
@@ -130,33 +128,6 @@ def run_detection(cfg: DictConfig) -> dict:
                 lambda mdl: coco_evaluate(mdl, vloader, val.coco, val.cat_ids, ctx.device))
 
 
-class SegTrainTransform:
-    """mmseg's ADE20K training pipeline without photometric distortion: rescale to ``scale`` (long, short) times a
-    ratio in ``ratio_range`` keeping the aspect, random ``crop`` (padded with ``ignore_index``), horizontal flip,
-    normalisation (torchvision transforms v2 on image + mask). ``(image (3, H, W) in [0, 1], label (H, W))``."""
-
-    def __init__(self, scale: tuple[int, int], ratio_range: tuple[float, float], crop: int, ignore_index: int = 255):
-        from torchvision import tv_tensors
-        from torchvision.transforms import v2
-
-        self.tv = tv_tensors
-        self.pipeline = v2.Compose([
-            v2.ScaleJitter(target_size=(min(scale), max(scale)), scale_range=tuple(ratio_range), antialias=True),
-            v2.RandomCrop(crop, pad_if_needed=True, fill={tv_tensors.Mask: ignore_index, "others": 0}),
-            v2.RandomHorizontalFlip(),
-            v2.Normalize(_MEAN, _STD),
-        ])
-
-    def __call__(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        img, lab = self.pipeline(self.tv.Image(image), self.tv.Mask(label))
-        return img.as_subclass(torch.Tensor), lab.as_subclass(torch.Tensor)
-
-
-def _normalise(image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    mean, std = torch.tensor(_MEAN)[:, None, None], torch.tensor(_STD)[:, None, None]
-    return (image - mean) / std, label
-
-
 def run_segmentation(cfg: DictConfig) -> dict:
     """``addp-seg``: UperNet (single-scale mIoU) on the shapes' label maps (default) or ADE20K
     (``data.root`` with ``images/{training,validation}`` and ``annotations/{training,validation}``).
@@ -172,13 +143,13 @@ def run_segmentation(cfg: DictConfig) -> dict:
     if d.name == "shapes":
         tr, va = _shapes(cfg, "train", int(d.num_train)), _shapes(cfg, "val", int(d.num_val))
         train = SegmentationFolder(tr.image_dir, tr.semseg_dir, transform=tf)
-        val = SegmentationFolder(va.image_dir, va.semseg_dir, transform=_normalise)
+        val = SegmentationFolder(va.image_dir, va.semseg_dir, transform=normalize_pair)
     elif d.name == "ade20k":
         root = Path(str(d.root))
         train = SegmentationFolder(root / "images/training", root / "annotations/training", reduce_zero_label=True,
                                    transform=tf, key="data.root")
         val = SegmentationFolder(root / "images/validation", root / "annotations/validation", reduce_zero_label=True,
-                                 transform=_normalise, key="data.root")
+                                 transform=normalize_pair, key="data.root")
     else:
         raise ValueError(f"unknown data.name {d.name!r}; known: shapes, ade20k")
     num_classes = int(d.num_classes)

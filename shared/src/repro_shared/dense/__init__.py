@@ -13,6 +13,8 @@ Built from the field's libraries, with only the adapters written here:
   :class:`Feature2Pyramid` with an optional auxiliary FCN head, and :func:`segmentation_loss`.
 - :mod:`.data`: :class:`CocoInstanceDataset` (pycocotools, COCO layout) and :class:`SegmentationFolder`
   (image / label-map folders), :func:`detection_collate`.
+- :mod:`.transforms`: :class:`SegTrainTransform` (mmseg's resize / crop / flip pipeline on tensors) and
+  :func:`normalize_pair`.
 - :mod:`.metrics`: :func:`coco_evaluate` (pycocotools AP for boxes and masks), :func:`confusion_matrix`,
   :func:`miou`, :func:`evaluate_segmentation`.
 """
@@ -22,8 +24,10 @@ from .detection import build_vitdet_maskrcnn
 from .metrics import coco_evaluate, confusion_matrix, evaluate_segmentation, miou
 from .pyramid import Feature2Pyramid, SimpleFeaturePyramid
 from .segmentation import UperNetSegmentor, segmentation_loss
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, SegTrainTransform, normalize_pair
 from .vit_trunk import TimmViTTrunk
 
 __all__ = ["CocoInstanceDataset", "SegmentationFolder", "detection_collate", "build_vitdet_maskrcnn",
            "coco_evaluate", "confusion_matrix", "evaluate_segmentation", "miou", "Feature2Pyramid",
-           "SimpleFeaturePyramid", "UperNetSegmentor", "segmentation_loss", "TimmViTTrunk"]
+           "SimpleFeaturePyramid", "UperNetSegmentor", "segmentation_loss", "TimmViTTrunk", "IMAGENET_MEAN",
+           "IMAGENET_STD", "SegTrainTransform", "normalize_pair"]

@@ -20,9 +20,9 @@ from torch.utils.data import DataLoader
 
 from repro_shared import dist, run
 from repro_shared.data import build_loader
-from repro_shared.dense import (CocoInstanceDataset, SegmentationFolder, TimmViTTrunk, UperNetSegmentor,
-                                build_vitdet_maskrcnn, coco_evaluate, confusion_matrix, detection_collate, miou,
-                                segmentation_loss)
+from repro_shared.dense import (CocoInstanceDataset, SegmentationFolder, SegTrainTransform, TimmViTTrunk,
+                                UperNetSegmentor, build_vitdet_maskrcnn, coco_evaluate, confusion_matrix,
+                                detection_collate, miou, normalize_pair, segmentation_loss)
 from repro_shared.finetune import param_groups_layer_decay
 from repro_shared.guards import check_finite_inputs
 from repro_shared.toydata import make_shapes_dataset
@@ -81,7 +81,7 @@ def _optimizer(model: torch.nn.Module, cfg: DictConfig, prefix: str) -> torch.op
 
 
 def _shapes(cfg: DictConfig, split: str, n: int):
-    root = Path(str(cfg.data.root or Path(run.hydra_output_dir() or ".") / "shapes"))
+    root = Path(str(cfg.data.root or Path(run.planned_output_dir(cfg) or ".") / "shapes"))
     return make_shapes_dataset(root, split, num_images=n, image_size=int(cfg.data.image_size), seed=0,
                                max_objects=int(cfg.data.max_objects))
 
@@ -164,36 +164,6 @@ def run_detection(cfg: DictConfig) -> dict:
     return _loop(cfg, ctx, model, _optimizer(model, cfg, "backbone.trunk.vit."), loader, _det_loss, lr_at, evaluate)
 
 
-class _SegTrainTransform:
-    """Random rescale (ratio range of a base scale, keeping the aspect), random crop (padded with the ignore
-    label), horizontal flip; image / label tensors."""
-
-    def __init__(self, scale: tuple[int, int], ratio: tuple[float, float], crop: int, ignore_index: int = 255):
-        self.scale, self.ratio, self.crop, self.ignore = scale, ratio, crop, ignore_index
-
-    def __call__(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h, w = image.shape[-2:]
-        r = float(torch.empty(1).uniform_(*self.ratio))
-        long_side, short_side = max(self.scale) * r, min(self.scale) * r
-        s = min(long_side / max(h, w), short_side / min(h, w))
-        nh, nw = max(1, int(h * s + 0.5)), max(1, int(w * s + 0.5))
-        image = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
-        label = F.interpolate(label[None, None].float(), size=(nh, nw), mode="nearest")[0, 0].long()
-        ph, pw = max(self.crop - nh, 0), max(self.crop - nw, 0)
-        image = F.pad(image, (0, pw, 0, ph))
-        label = F.pad(label, (0, pw, 0, ph), value=self.ignore)
-        y = int(torch.randint(0, image.shape[-2] - self.crop + 1, (1,)))
-        x = int(torch.randint(0, image.shape[-1] - self.crop + 1, (1,)))
-        image, label = image[:, y:y + self.crop, x:x + self.crop], label[y:y + self.crop, x:x + self.crop]
-        if bool(torch.rand(1) < 0.5):
-            image, label = image.flip(-1), label.flip(-1)
-        return image, label
-
-
-_MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
-_STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
-
-
 @torch.no_grad()
 def slide_inference(model, image: torch.Tensor, num_classes: int, crop: int, stride: int) -> torch.Tensor:
     """mmseg sliding-window inference: logits averaged over ``crop`` windows every ``stride`` pixels (padded
@@ -221,10 +191,9 @@ def run_segmentation(cfg: DictConfig) -> dict:
     init_path = run.check_required_init(cfg.get("init"))
     ctx = run.setup_run(cfg, name="sim")
     d, m = cfg.data, cfg.model
-    norm = lambda img, lab: ((img - _MEAN) / _STD, lab)
+    norm = normalize_pair
     crop = int(d.crop_size)
-    tf = _SegTrainTransform(tuple(d.scale), tuple(d.ratio_range), crop)
-    train_tf = lambda img, lab: norm(*tf(img, lab))
+    train_tf = SegTrainTransform(tuple(d.scale), tuple(d.ratio_range), crop)
     if d.name == "shapes":
         tr_paths, va_paths = _shapes(cfg, "train", int(d.num_train)), _shapes(cfg, "val", int(d.num_val))
         train = SegmentationFolder(tr_paths.image_dir, tr_paths.semseg_dir, transform=train_tf)
