@@ -68,3 +68,11 @@ def test_bad_input_messages():
             build_data(compose("train", overrides=["experiment=in1k_base", "data.root=/nonexistent"]))
     with pytest.raises(ValueError, match="no checkpoint given"):
         _require_checkpoint(None)
+
+
+def test_fp16_is_refused_instead_of_running_fp32():
+    """The old autocast helper ignored every precision but bf16: precision=fp16 silently trained in fp32."""
+    from defocus.cli import run_train
+
+    with pytest.raises(ValueError, match="precision='fp16': use fp32 or bf16"):
+        run_train(compose("precision=fp16"))

@@ -87,6 +87,8 @@ def run_train(cfg: DictConfig) -> dict:
     (after its evaluation); ``train.resume=auto`` continues from the newest valid one exactly (same batches,
     same drop-path / Mixup draws, same lr and EMA), see :mod:`defocus.engine`.
     """
+    if cfg.precision not in ("fp32", "bf16"):  # fp16 would need a loss scaler, which the official runs do not use
+        raise ValueError(f"precision={cfg.precision!r}: use fp32 or bf16 (the official runs train under bf16 autocast)")
     init_path = run.check_required_init(cfg.get("init"))  # before building anything
     ctx = run.setup_run(cfg, name="defocus")
     log, device, t = ctx.log, ctx.device, cfg.train

@@ -8,7 +8,6 @@ resumed from a step checkpoint is bit-identical to the uninterrupted run.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Callable
 
 import torch
@@ -17,24 +16,11 @@ from torch import nn
 from repro_shared import dist, logging as rlog
 from repro_shared.data import seed_step
 from repro_shared.guards import check_finite
+from repro_shared.train import accumulate, autocast, epoch_means, new_epoch_stats
 
 from .losses import defocus_loss
 
-__all__ = ["new_epoch_stats", "train_one_epoch", "train_detection_epoch", "evaluate"]
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def new_epoch_stats() -> dict:
-    """Running sums of one epoch: ``{"sums": {term: float}, "steps": int, "skipped": int}``.
-
-    Plain numbers, so a mid-epoch checkpoint stores them and the resumed epoch reports the same means.
-    """
-    return {"sums": {}, "steps": 0, "skipped": 0}
+__all__ = ["train_one_epoch", "train_detection_epoch", "evaluate"]
 
 
 def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, *, epoch: int, device: torch.device,
@@ -50,7 +36,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, *, epoch: in
             official call (spec §3.5), which sets the lr of step ``s + 1``: steps 0 and 1 both run at the
             warm-up lr and the peak is first used by step ``warmup_t + 1``.
         seed: run seed; step ``i`` of the epoch reseeds the global RNGs with ``seed_step(seed, epoch, i)``.
-        stats: running sums from :func:`new_epoch_stats` (restored from a mid-epoch checkpoint on resume).
+        stats: running sums from ``repro_shared.train.new_epoch_stats`` (restored from a mid-epoch checkpoint on resume).
         after_step: called as ``after_step(optimizer_steps_done, stats)`` after every step (checkpointing).
 
     Returns:
@@ -78,7 +64,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, *, epoch: in
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if mixup is not None:
             x, y = mixup(x, y)
-        with _autocast(device, precision):
+        with autocast(device, precision):
             logits, aux = model(x, drop_path_rate=drop_path_rate, return_aux=True)
         losses = defocus_loss(logits.float(), None if aux is None else aux.float(), y, aux_weight)
         check_finite({k: losses[k] for k in ("loss_cls", "loss_aux", "loss") if k in losses}, step=step, epoch=epoch)
@@ -91,9 +77,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, *, epoch: in
         if ema is not None:
             ema.update(model)
         record = dict(zip(losses, torch.stack([v.detach().float() for v in losses.values()]).tolist()))  # one sync
-        for k, v in record.items():
-            stats["sums"][k] = stats["sums"].get(k, 0.0) + v
-        stats["steps"] += 1
+        accumulate(stats, record)
         if metrics is not None and (i % log_every == 0 or i == iters - 1):
             rec = dict(record, lr=optimizer.param_groups[0]["lr"], drop_path_rate=drop_path_rate, epoch=epoch)
             if grad_norm is not None:
@@ -105,9 +89,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, *, epoch: in
         rlog.get_logger("defocus").warning("epoch %d: %d unreadable training samples were skipped "
                                            "(data.skip_corrupt=true; their paths are in the warnings above)",
                                            epoch, stats["skipped"])
-    out = {k: v / max(stats["steps"], 1) for k, v in stats["sums"].items()}
-    out["skipped"] = stats["skipped"]
-    return out
+    return epoch_means(stats)
 
 
 def train_detection_epoch(model: nn.Module, loader, optimizer, *, epoch: int, device: torch.device, clip_grad: float,
@@ -142,9 +124,7 @@ def train_detection_epoch(model: nn.Module, loader, optimizer, *, epoch: int, de
         optimizer.step()
         terms = torch.stack([loss.detach(), *(v.detach() for v in losses.values())]).float().tolist()  # one sync
         record = dict(zip(["loss", *losses], terms))
-        for k, v in record.items():
-            stats["sums"][k] = stats["sums"].get(k, 0.0) + v
-        stats["steps"] += 1
+        accumulate(stats, record)
         if metrics is not None and (i % log_every == 0 or i == iters - 1):
             metrics.log({**record, "lr": optimizer.param_groups[-1]["lr"], "epoch": epoch}, step=step)
         if after_step is not None:
@@ -152,9 +132,7 @@ def train_detection_epoch(model: nn.Module, loader, optimizer, *, epoch: int, de
     if stats["skipped"]:
         rlog.get_logger("defocus").warning("epoch %d: %d unreadable training images were skipped "
                                            "(data.skip_corrupt=true)", epoch, stats["skipped"])
-    out = {k: v / max(stats["steps"], 1) for k, v in stats["sums"].items()}
-    out["skipped"] = stats["skipped"]
-    return out
+    return epoch_means(stats)
 
 
 @torch.no_grad()
