@@ -51,6 +51,10 @@ $(addprefix demo-,$(PACKAGES)): demo-%: setup
 	(cd $(DEMO_DIR) && $(BIN)/$$cmd hydra.run.dir=$(DEMO_DIR)/$*) 2>&1 | tee $(DEMO_DIR)/$*/demo.log; \
 	$(BIN)/repro-summary $(DEMO_DIR)/$*
 
+# Tests run with one intra-op thread, as they were measured (2-core CI): the exact-resume tests compare runs
+# bit for bit, and a different thread count between a run and its resumed half changes float sums.
+test test-slow $(addprefix test-,$(SUITES)): export OMP_NUM_THREADS ?= 1
+
 # Runs every suite even if one fails, then fails if any did (pytest's "no tests collected" is a failure).
 test: setup
 	@failed=""; total=$$SECONDS; \

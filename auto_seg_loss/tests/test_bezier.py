@@ -141,6 +141,7 @@ def test_gradcheck_reference_select_lut():
     assert torch.autograd.gradcheck(lambda z: BezierLUT.apply(z, values, steps, layout), (xl,))
 
 def test_lut_backward_close_to_true_derivative():
+    torch.manual_seed(0)  # unseeded, 1 run in ~10 drew a point 1e-4..1.4e-4 right of FWIoU/BIoU's junction (CI)
     x = torch.rand(5000, dtype=torch.float64) * 0.98 + 0.01
     for name, c in CURVES:
         xx = x.clone().requires_grad_()
@@ -148,9 +149,10 @@ def test_lut_backward_close_to_true_derivative():
         xr = x.clone().requires_grad_()
         (gr,) = torch.autograd.grad(bezier_reference(xr, c).sum(), xr)
         # junction bins included (each piece has its own bins); the first bins of the near-vertical start of
-        # FWIoU/BIoU's h_or right piece (a = 0.011: large curvature) reach 4.8 %, farther away < 2 %
+        # FWIoU/BIoU's h_or right piece (a = 0.011: large curvature) reach 4.8 % up to 1.4e-4 right of the
+        # junction (measured over 400k points), farther away < 2 %
         assert torch.allclose(g, gr, rtol=5e-2, atol=1e-3), name
-        far = ((x[:, None] - torch.tensor(_junctions(c), dtype=x.dtype)[None]).abs() > 1e-4).all(1)
+        far = ((x[:, None] - torch.tensor(_junctions(c), dtype=x.dtype)[None]).abs() > 3e-4).all(1)
         assert torch.allclose(g[far], gr[far], rtol=2e-2, atol=1e-3), name
 
 

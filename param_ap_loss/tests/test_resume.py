@@ -19,6 +19,16 @@ from param_ap_loss.search import SearchState
 BIN = Path(sys.executable).parent
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The killed runs are subprocesses with OMP_NUM_THREADS=1; the in-process parts must use one thread too, or a
+    multi-core machine sums in another order (CI saw 4.8e-7 between the runs)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _env(tmp_path):
     return dict(os.environ, OMP_NUM_THREADS="1", PAP_DATA_ROOT=str(tmp_path))
 
