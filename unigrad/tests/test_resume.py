@@ -26,6 +26,15 @@ ARGS = ["data.subset=256", "train.batch_size=32", "train.epochs=3", "model.tiny_
 ITERS = 8
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The killed run is a subprocess with OMP_NUM_THREADS=1; the in-process runs must use one thread too, or a
+    multi-core machine sums in another order and the runs differ in the last bits."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 def _run_killed(out: Path, kill_after_step: int) -> int:
     """``unigrad-train`` in a subprocess, sent SIGKILL once it has logged ``kill_after_step``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -108,21 +108,6 @@ def test_console_script_prints_one_error_line_not_a_traceback(tmp_path):
     assert "FileNotFoundError: data.root='/no/such/imagenet'" in (tmp_path / "log.txt").read_text()
 
 
-def test_report_user_errors_keeps_programming_errors_and_honours_hydra_full_error(monkeypatch, capsys):
-    def fails(exc):
-        return cli.report_user_errors(lambda cfg: (_ for _ in ()).throw(exc))
-
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    with pytest.raises(SystemExit) as stop:
-        fails(NonFiniteError("non-finite loss at step 3"))(None)
-    assert stop.value.code == 1 and capsys.readouterr().err.startswith("error: non-finite loss at step 3\n")
-    with pytest.raises(KeyError):  # a bug keeps its traceback
-        fails(KeyError("x"))(None)
-    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
-    with pytest.raises(ValueError, match="bad value"):
-        fails(ValueError("bad value"))(None)
-
-
 def _image_folder(root, corrupt: bool):
     for split in ("train", "val"):
         for c in range(2):

@@ -70,7 +70,7 @@ def check_finite(values: Mapping[str, torch.Tensor | float], *, step: int, epoch
     raise NonFiniteError(
         f"non-finite {what} '{name}' = {value} at {where}; training stopped before this step changed the weights "
         "(checkpoints already written are untouched). "
-        "Lower the learning rate, enable gradient clipping, or check the inputs of this step")
+        "Lower the learning rate, clip gradients where the recipe allows it, or check the inputs of this step")
 
 
 def check_finite_inputs(what: str, **tensors: torch.Tensor) -> None:

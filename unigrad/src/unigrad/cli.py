@@ -3,10 +3,6 @@
 
 from __future__ import annotations
 
-import functools
-import logging
-import os
-import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -16,13 +12,11 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
 from torch import nn
 
 from repro_shared import checkpoint, dist, run
 from repro_shared.checkpoint import load_external
-from repro_shared.data import DataError, SkipNoneCollate, build_loader
-from repro_shared.guards import NonFiniteError
+from repro_shared.data import SkipNoneCollate, build_loader
 
 from .data import eval_datasets, eval_loader, lineval_datasets, pretrain_dataset
 from .engine import EpochMeter, lineval_one_epoch, train_one_epoch, validate
@@ -375,39 +369,8 @@ def run_convert(cfg: DictConfig) -> Path:
     return path
 
 
-#: errors whose message says what was wrong and what to do: the console scripts print the message alone
-USER_ERRORS = (FileNotFoundError, ValueError, DataError, checkpoint.CheckpointError, NonFiniteError,
-               MissingMandatoryValue)
-
-
-def report_user_errors(fn):
-    """Wrap a Hydra task function for its console script: a :data:`USER_ERRORS` exception becomes one line
-    ``error: <message>`` on stderr (also written to the run's ``log.txt``) and exit status 1, instead of a
-    traceback. ``HYDRA_FULL_ERROR=1`` re-raises it with the traceback. Programming errors are not caught."""
-
-    @functools.wraps(fn)
-    def wrapper(cfg: DictConfig):
-        try:
-            return fn(cfg)
-        except USER_ERRORS as e:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise
-            message = str(e)
-            if isinstance(e, MissingMandatoryValue):  # a ??? field of the config was not given
-                message = f"{message}: pass it on the command line, e.g. {e.full_key}=<value>"
-            log = logging.getLogger("unigrad")
-            record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s: %s", (type(e).__name__, message), None)
-            for handler in log.handlers:  # the run's log.txt; the console gets the line below once
-                if isinstance(handler, logging.FileHandler):
-                    handler.handle(record)
-            print(f"error: {message}\n(HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr)
-            raise SystemExit(1) from None
-
-    return wrapper
-
-
 def _main(config_name: str, fn):
-    return hydra.main(version_base=None, config_path="configs", config_name=config_name)(report_user_errors(fn))
+    return hydra.main(version_base=None, config_path="configs", config_name=config_name)(run.report_user_errors("unigrad")(fn))
 
 
 train = _main("train", run_train)
@@ -415,5 +378,5 @@ lineval = _main("lineval", run_lineval)
 knn = _main("knn", run_knn)
 convert = _main("convert", run_convert)
 
-__all__ = ["USER_ERRORS", "report_user_errors", "build_objects", "check_batch", "check_device", "representation_metrics", "run_train", "run_lineval", "run_knn", "run_convert",
+__all__ = ["build_objects", "check_batch", "check_device", "representation_metrics", "run_train", "run_lineval", "run_knn", "run_convert",
            "train", "lineval", "knn", "convert"]

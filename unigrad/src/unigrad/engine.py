@@ -19,25 +19,12 @@ from torch import nn
 from repro_shared.data import seed_step
 from repro_shared.guards import check_finite
 from repro_shared.logging import MetricsWriter
+from repro_shared.train import autocast
 
 from .data.cutmix import cutmix_views
 from .losses import MixInfo
 
-__all__ = ["EpochMeter", "autocast", "train_one_epoch", "lineval_one_epoch", "validate"]
-
-_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def autocast(device: torch.device, precision: str):
-    """``torch.autocast`` for ``precision`` in ``fp32`` (disabled) | ``fp16`` (official: AMP + GradScaler) | ``bf16``.
-
-    Raises:
-        ValueError: unknown ``precision``.
-    """
-    if precision not in ("fp32", "fp16", "bf16"):
-        raise ValueError(f"precision must be fp32, fp16 or bf16, got {precision!r}")
-    return torch.autocast(device.type, dtype=_DTYPES.get(precision, torch.float32), enabled=precision != "fp32")
-
+__all__ = ["EpochMeter", "train_one_epoch", "lineval_one_epoch", "validate"]
 
 @dataclass
 class EpochMeter:
