@@ -93,3 +93,18 @@ def test_untrusted_pickles_are_refused(tmp_path, monkeypatch):
     assert not (tmp_path / "PWNED_BY_PICKLE").exists()
     with pytest.raises(CheckpointError, match="does not exist"):
         read_weights(tmp_path / "missing.pth")
+
+
+def test_foreign_or_misfit_weights_give_one_line(tmp_path):
+    """A file from another model (no encoder keys) or of another size fails with one line naming counts and keys."""
+    torch.save({"model": {"encoder.weight": torch.zeros(3, 3)}}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError) as e:
+        load_encoder_weights(build_classifier("tiny", 10, img_size=32), tmp_path / "foreign.pt")
+    msg = str(e.value)
+    assert "\n" not in msg and "0 tensors loaded" in msg and "cls_token" in msg
+    assert "not a SiameseIM" in msg
+    torch.save({"model": build_classifier("tiny", 10, img_size=48).state_dict()}, tmp_path / "big.pt")
+    with pytest.raises(CheckpointError) as e:
+        load_encoder_weights(build_classifier("tiny", 10, img_size=32), tmp_path / "big.pt")
+    msg = str(e.value)
+    assert "\n" not in msg and "pos_embed: file (1, 37, " in msg and "model.variant or data.input_size" in msg

@@ -22,7 +22,7 @@ from torch import nn
 from repro_shared import checkpoint
 from repro_shared.ssl.geometry import absolute_sincos_embedding
 
-__all__ = ["ENCODER_PREFIXES", "read_weights", "encoder_state_dict", "check_pos_embed", "load_encoder_weights",
+__all__ = ["ENCODER_PREFIXES", "read_weights", "encoder_state_dict", "check_pos_embed", "load_encoder_weights", "misfit_message",
            "to_detectron2", "save_weights"]
 
 ENCODER_PREFIXES = ("patch_embed.", "cls_token", "pos_embed", "blocks.")
@@ -101,8 +101,27 @@ def load_encoder_weights(model: nn.Module, path: str | os.PathLike, *, trust: bo
     bad = [k for k in report.missing if not (k.startswith(("fc_norm.", "head.")) or any(m in k for m in may_miss))]
     bad += [k for k, *_ in report.mismatched]
     if bad:
-        raise checkpoint.CheckpointError(f"{path} does not fit the model (variant or image size?):\n{report}")
+        raise checkpoint.CheckpointError(misfit_message(path, report, bad))
     return report
+
+
+def misfit_message(path: str | os.PathLike, report: checkpoint.LoadReport, bad: list[str]) -> str:
+    """One line saying why the weights in ``path`` do not fit the model: counts, the first few names, a hint.
+
+    ``bad`` lists the model keys that are missing from the file or have another shape there."""
+    def first(names, n=4):
+        return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
+
+    parts = [f"{len(report.loaded)} tensors loaded", f"{len(bad)} model tensors missing or of another shape "
+             f"({first(bad)})"]
+    if report.mismatched:
+        k, s_file, s_model = report.mismatched[0]
+        parts.append(f"e.g. {k}: file {tuple(s_file)} vs model {tuple(s_model)}")
+    if report.unexpected:
+        parts.append(f"{len(report.unexpected)} unexpected in the file ({first(report.unexpected)})")
+    hint = ("it holds no SiameseIM / ViT encoder keys, so it is not a SiameseIM, MAE-style or timm ViT checkpoint"
+            if not report.loaded else "a checkpoint of another model.variant or data.input_size?")
+    return f"{path} does not fit the model: {'; '.join(parts)}; {hint}"
 
 
 def to_detectron2(encoder: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
