@@ -219,3 +219,19 @@ def test_unreadable_image_is_named_or_skipped(tmp_path, compose_config):
         tasks.run_pretrain(compose_config("pretrain", over, tmp_path / "a"))
     res = tasks.run_pretrain(compose_config("pretrain", over + ["data.skip_corrupt=true"], tmp_path / "b"))
     assert res["train_skipped"] == 1
+
+
+def test_eval_row_takes_eval_checkpoint(tmp_path, compose_config):
+    """A paper eval row runs with eval.checkpoint= (no init.path needed); a missing eval.checkpoint is named."""
+    from sim.models import build_classifier
+
+    torch.manual_seed(0)
+    torch.save({"model": build_classifier("tiny", 10, img_size=32).state_dict()}, tmp_path / "ft.pth")
+    row = ["experiment=eval/in1k_vit_b", "model.variant=tiny", "data.name=digits", "data.input_size=32",
+           "data.crop_pct=null", "data.num_workers=0", "eval.benchmark=digits", "device=cpu"]
+    res = tasks.run_eval(compose_config("eval", row + [f"eval.checkpoint={tmp_path / 'ft.pth'}"], tmp_path / "ev"))
+    assert res["num_samples"] == 360
+    with pytest.raises(FileNotFoundError, match="eval.checkpoint='.*nope.pth' is not a file"):
+        tasks.run_eval(compose_config("eval", row + [f"eval.checkpoint={tmp_path / 'nope.pth'}"], tmp_path / "ev2"))
+    with pytest.raises(FileNotFoundError, match="init.path"):  # neither given: the row's required init is named
+        tasks.run_eval(compose_config("eval", row, tmp_path / "ev3"))

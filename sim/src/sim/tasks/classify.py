@@ -127,9 +127,15 @@ def run_eval(cfg: DictConfig) -> dict:
     ``imagenet_sketch`` (1,000-way), ``imagenet_c`` (``data.root/<corruption>/<1..5>/``: per-corruption error,
     mCE normalised by AlexNet, ``1 - mCE``).
     """
-    init_path = run.check_required_init(cfg.get("init"))
-    ctx = run.setup_run(cfg, name="sim")
     e, d = cfg.eval, cfg.data
+    if e.get("checkpoint"):  # eval.checkpoint is the weights to evaluate; it satisfies a row's required init
+        if not Path(str(e.checkpoint)).expanduser().is_file():
+            raise FileNotFoundError(f"eval.checkpoint={e.checkpoint!r} is not a file; pass sim-finetune's "
+                                    "checkpoints/ckpt_*.pt or the official sim_base_1600ep_finetune.pth")
+        init_path = None
+    else:
+        init_path = run.check_required_init(cfg.get("init"))
+    ctx = run.setup_run(cfg, name="sim")
     size = int(d.input_size)
     tf = build_eval_transform(size, crop_pct=d.get("crop_pct"))
     bench = str(e.benchmark)
