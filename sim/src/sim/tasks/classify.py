@@ -17,7 +17,7 @@ from repro_shared.train import StepCheckpointer
 
 from ..data import ALEXNET_CE, IMAGENET_C_CORRUPTIONS, build_classification_data, class_subset_for
 from ..models import build_classifier, build_linear_probe
-from .common import load_init
+from .common import load_init, resume_or_start
 
 __all__ = ["run_classifier", "run_eval"]
 
@@ -74,7 +74,7 @@ def run_classifier(cfg: DictConfig, mode: str) -> dict:
                             every=int(t.checkpoint_every), keep_last=int(t.keep_last), config=cfg,
                             extra=lambda: {"results": results})
     step, stats = 0, None
-    state = ckpt.resume(t.resume)
+    state = resume_or_start(ckpt, t.resume, log)
     if state is not None:
         step, stats, results = state["step"], state["extra"].get("epoch_stats"), state["extra"].get("results", {})
         log.info("resumed from step %d (epoch %d, batch %d of %d)", step, step // iters, step % iters, iters)

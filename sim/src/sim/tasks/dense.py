@@ -30,7 +30,7 @@ from repro_shared.train import StepCheckpointer
 
 from ..engine import train_dense_epoch
 from ..models import build_classifier
-from .common import load_init
+from .common import load_init, resume_or_start
 
 __all__ = ["run_detection", "run_segmentation", "multistep_lr", "poly_lr", "slide_inference"]
 
@@ -96,7 +96,7 @@ def _loop(cfg: DictConfig, ctx, model, optimizer, loader, loss_fn, lr_at, evalua
     ckpt = StepCheckpointer(ctx.checkpoint_dir, model=model, optimizer=optimizer, scaler=scaler, iters=iters, every=int(t.checkpoint_every),
                         keep_last=int(t.keep_last), config=cfg, extra=lambda: {"results": results})
     step, stats = 0, None
-    state = ckpt.resume(t.resume)
+    state = resume_or_start(ckpt, t.resume, log)
     if state is not None:
         step, stats, results = state["step"], state["extra"].get("epoch_stats"), state["extra"].get("results", {})
         log.info("resumed from step %d (epoch %d, batch %d of %d)", step, step // iters, step % iters, iters)

@@ -16,7 +16,7 @@ from ..engine import pretrain_one_epoch
 from ..losses import effective_rank
 from ..models import SiameseIM
 from ..probe import extract_features, geometry_gap, logistic_probe
-from .common import build_pretrain_model
+from .common import build_pretrain_model, resume_or_start
 
 __all__ = ["run_pretrain", "evaluate_pretrained"]
 
@@ -101,7 +101,7 @@ def run_pretrain(cfg: DictConfig) -> dict:
                         every=int(t.checkpoint_every), keep_last=int(t.keep_last), config=cfg,
                         extra=lambda: {"results": results})
     step, stats = 0, None
-    state = ckpt.resume(t.resume)
+    state = resume_or_start(ckpt, t.resume, log)
     if state is not None:
         step, stats, results = state["step"], state["extra"].get("epoch_stats"), state["extra"].get("results", {})
         log.info("resumed from step %d (epoch %d, batch %d of %d)", step, step // iters, step % iters, iters)
