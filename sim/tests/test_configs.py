@@ -34,7 +34,8 @@ def test_experiment_composes(path, compose_config, tmp_path):
     assert path.read_text().startswith("# @package _global_\n# ")  # names its table / row
     if path.parent.name != "pretrain":
         assert cfg.init.required, f"{name} must declare its initial weights"
-        with pytest.raises(FileNotFoundError, match="Get it from"):
+        with pytest.raises(FileNotFoundError, match="Get it from") as e:
             check_required_init(cfg.init)
+        assert "Convert it with `none" not in str(e.value)  # converter: a command to run, or null
     if "model" in plain and "variant" in plain["model"]:
         assert plain["model"]["variant"] in ("vit_base_patch16", "vit_large_patch16")
