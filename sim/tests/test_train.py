@@ -197,7 +197,7 @@ def test_bad_inputs_give_one_clear_error(tmp_path, compose_config):
     with pytest.raises(FileNotFoundError, match=r"data.root=.*nowhere.*expected layout"):
         tasks.run_pretrain(compose_config("pretrain", ["data.name=imagenet", f"data.root={tmp_path}/nowhere"],
                                           tmp_path / "a"))
-    with pytest.raises(ValueError, match="not divisible by the patch size"):
+    with pytest.raises(ValueError, match="not divisible by the patch size 8; choose data.input_size as a multiple of 8 "):
         tasks.run_pretrain(compose_config("pretrain", ["data.input_size=30"], tmp_path / "b"))
     with pytest.raises(ValueError, match="unknown SiameseIM variant 'vit_tiny'; known: tiny, vit_base_patch16"):
         tasks.run_pretrain(compose_config("pretrain", ["model.variant=vit_tiny"], tmp_path / "c"))

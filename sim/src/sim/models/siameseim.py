@@ -126,7 +126,7 @@ class SiameseIM(nn.Module):
         super().__init__()
         if img_size % patch_size:
             raise ValueError(f"image size {img_size} is not divisible by the patch size {patch_size}; "
-                             "choose data.input_size as a multiple of model.patch_size")
+                             f"choose data.input_size as a multiple of {patch_size} (the patch of model.variant)")
         if decoder_norm not in ("bn", "ln"):
             raise ValueError(f"decoder_norm must be 'bn' or 'ln', got {decoder_norm!r}")
         self.grid_size = img_size // patch_size
