@@ -255,3 +255,13 @@ def test_resume_auto_without_checkpoint_says_how_to_continue(tmp_path):
     assert resume_or_start(ckpt, "auto", log) is None
     assert "hydra.run.dir=" in log.lines[-1] and str(tmp_path / "checkpoints") in log.lines[-1]
     assert resume_or_start(ckpt, None, log) is None and len(log.lines) == 1  # resume off: nothing to say
+
+
+def test_paper_rows_without_data_root_name_the_key(tmp_path, compose_config):
+    """Detection / segmentation / robustness rows with data.root unset say so (was: "data.root='None/train2017'")."""
+    with pytest.raises(FileNotFoundError, match=r"data.root is not set; pass data.root=.* train2017/"):
+        tasks.run_detection(compose_config("det", ["experiment=det/coco_maskrcnn_vitdet_b_100ep", "init.required=false",
+                                                   "device=cpu"], tmp_path / "det"))
+    with pytest.raises(FileNotFoundError, match=r"data.root is not set; pass data.root=.*images/\{training"):
+        tasks.run_segmentation(compose_config("seg", ["experiment=seg/ade20k_upernet_vit_b_160k", "init.required=false",
+                                                      "device=cpu"], tmp_path / "seg"))
