@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from repro_shared.ssl.geometry import relative_geometry
-from sim.models import PermuteBN, SiameseIM, build_classifier, build_linear_probe, build_siameseim
+from sim.models import PermuteBN, build_classifier, build_linear_probe, build_siameseim
 
 TINY = dict(img_size=32, decoder_dim=64, decoder_heads=4, projector_depth=1, predictor_depth=2, num_masked=10)
 

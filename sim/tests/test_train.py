@@ -243,7 +243,8 @@ def test_resume_auto_without_checkpoint_says_how_to_continue(tmp_path):
     from sim.tasks.common import resume_or_start
 
     class Log:
-        lines: list = []
+        def __init__(self):
+            self.lines = []
 
         def info(self, msg, *args):
             self.lines.append(msg % args)
