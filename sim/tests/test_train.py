@@ -266,3 +266,15 @@ def test_paper_rows_without_data_root_name_the_key(tmp_path, compose_config):
     with pytest.raises(FileNotFoundError, match=r"data.root is not set; pass data.root=.*images/\{training"):
         tasks.run_segmentation(compose_config("seg", ["experiment=seg/ade20k_upernet_vit_b_160k", "init.required=false",
                                                       "device=cpu"], tmp_path / "seg"))
+
+
+def test_fewshot_row_without_subset_file_says_where_to_get_it(tmp_path):
+    """fewshot.subset_file unset (the 1 % rows leave it to the command line): the error names the key and the source."""
+    from repro_shared.data import ImageFolder
+    from sim.data import read_subset_file
+
+    for c in ("n01", "n02"):
+        (tmp_path / c).mkdir()
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / c / f"{c}_1.JPEG")
+    with pytest.raises(FileNotFoundError, match=r"fewshot.subset_file=/path/to/1percent.txt"):
+        read_subset_file(ImageFolder(tmp_path, None), None)

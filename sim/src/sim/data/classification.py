@@ -54,8 +54,8 @@ def read_subset_file(folder: ImageFolder, subset_file: str | os.PathLike) -> Ima
     Raises:
         FileNotFoundError: the subset file is missing (says where to get it) or lists an image the folder lacks.
     """
-    path = Path(subset_file)
-    if not path.is_file():
+    path = Path(str(subset_file or "")).expanduser()
+    if not subset_file or not path.is_file():
         raise FileNotFoundError(
             f"few-shot subset file {str(subset_file)!r} not found: download imagenet_subsets/1percent.txt from "
             "https://github.com/google-research/simclr and pass fewshot.subset_file=/path/to/1percent.txt")

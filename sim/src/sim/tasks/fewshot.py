@@ -3,8 +3,6 @@ token of the last block (no norm) of a few labelled images per class, scored on 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from omegaconf import DictConfig
 from torchvision import transforms as T
@@ -15,7 +13,7 @@ from repro_shared.data import ImageFolder
 from ..data import LabelledDigits, read_subset_file
 from ..models import build_classifier
 from ..probe import extract_features, logistic_probe
-from .common import load_init
+from .common import data_root, load_init
 
 __all__ = ["run_fewshot"]
 
@@ -37,8 +35,9 @@ def run_fewshot(cfg: DictConfig) -> dict:
         val = LabelledDigits("val", size, tf)
     elif d.name == "imagenet":
         tf = T.Compose([T.Resize(int(f.resize)), T.CenterCrop(size), T.ToTensor(), norm])  # bilinear, as official
-        train = read_subset_file(ImageFolder(Path(str(d.root)) / "train", tf, key="data.root"), f.subset_file)
-        val = ImageFolder(Path(str(d.root)) / "val", tf, key="data.root")
+        root = data_root(d, "train/<wnid>/<image> and val/<wnid>/<image>")
+        train = read_subset_file(ImageFolder(root / "train", tf, key="data.root"), f.subset_file)
+        val = ImageFolder(root / "val", tf, key="data.root")
     else:
         raise ValueError(f"unknown data.name {d.name!r}; known: digits, imagenet")
     with torch.no_grad():
