@@ -74,3 +74,35 @@ def test_zero1_zero3_and_zero3_offload_follow_the_ddp_loss_trajectory(tmp_path):
         worst = max(abs(a - b) for (_, a), (_, b) in zip(ddp, traj))
         print(f"{name}: max |loss - DDP loss| over {len(ddp)} steps = {worst:.3g} (DDP: {[round(a, 4) for _, a in ddp]})")
         assert any((tmp_path / name / "checkpoints" / "deepspeed").iterdir())
+
+
+def _last_per_step(out: Path) -> dict[int, float]:
+    """The loss of every logged step; a resumed run logs the steps between its checkpoint and the kill again."""
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {row["step"]: row["loss"] for row in rows if "loss" in row and "lr" in row}
+
+
+@pytest.mark.dist
+@pytest.mark.slow
+def test_zero1_resume_after_sigkill_mid_epoch_follows_the_uninterrupted_run(tmp_path):
+    """ZeRO-1 on 2 gloo ranks, 3 epochs of 4 steps, a DeepSpeed checkpoint every 3 steps; both ranks SIGKILLed after
+    step 7 (``python -m repro_shared.testing``: 14 optimizer-step hooks, as ZeRO-1's optimizer wrapper and the AdamW
+    it wraps each run them once per step), the same command again resumes from tag ``step6`` (epoch 1, batch 2) and
+    every later step's loss equals the uninterrupted run's."""
+    pytest.importorskip("deepspeed")
+    over = ["deepspeed=zero1", *CPU_DS, "train.epochs=3", "train.checkpoint_every=3"]
+    full = _torchrun(tmp_path / "full", over)
+    assert [s for s, _ in full] == list(range(12))
+    b = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_port()}",
+           "-m", "repro_shared.testing", "14", "m3i.cli:pretrain", f"hydra.run.dir={b}", *TINY, *over]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode != 0 and not (b / "metrics.json").exists(), r.stderr[-3000:]
+    assert (b / "checkpoints" / "deepspeed" / "latest").read_text().strip() == "step6"
+    _torchrun(b, over)
+    assert "resumed from step 6 (epoch 1, batch 2 of 4)" in (b / "log.txt").read_text()
+    want, got = dict(full), _last_per_step(b)
+    assert sorted(got) == list(range(12))
+    worst = max(abs(want[s] - got[s]) for s in range(6, 12))
+    print(f"ZeRO-1 resume: max |loss - uninterrupted loss| over steps 6..11 = {worst:.3g}")
+    assert worst <= 1e-6, {s: (want[s], got[s]) for s in range(6, 12)}
