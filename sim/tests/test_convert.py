@@ -72,7 +72,7 @@ def test_wrong_keys_and_tables_are_refused(tmp_path):
     with pytest.raises(ValueError, match="column-first"):
         convert_file(str(tmp_path / "mae.pth"), str(tmp_path / "y.pth"), to="timm", variant="tiny")
     assert check_pos_embed(sd["pos_embed"]) < 1e-6
-    with pytest.raises(KeyError, match="no momentum encoder"):
+    with pytest.raises(CheckpointError, match="no momentum encoder"):
         encoder_state_dict({"blocks.0.x": torch.zeros(1)}, target=True)
     with pytest.raises(ValueError, match="known: ours, timm, detectron2"):
         convert_file(str(tmp_path / "o.pth"), str(tmp_path / "z.pth"), to="mmseg", variant="tiny")
@@ -108,3 +108,15 @@ def test_foreign_or_misfit_weights_give_one_line(tmp_path):
         load_encoder_weights(build_classifier("tiny", 10, img_size=32), tmp_path / "big.pt")
     msg = str(e.value)
     assert "\n" not in msg and "pos_embed: file (1, 37, " in msg and "model.variant or data.input_size" in msg
+
+
+def test_convert_foreign_file_one_line(tmp_path):
+    """sim-convert of a file without a ViT encoder fails with one CheckpointError line (was KeyError 'pos_embed')."""
+    torch.save({"model": {"encoder.weight": torch.zeros(3, 3)}}, tmp_path / "foreign.pt")
+    for to in ("ours", "timm", "detectron2"):
+        with pytest.raises(CheckpointError, match=r"holds no ViT encoder .*encoder.weight"):
+            convert_file(str(tmp_path / "foreign.pt"), str(tmp_path / "out.pth"), to=to, variant="tiny")
+    official_file(tmp_path / "official.pth")
+    with pytest.raises(CheckpointError) as e:  # a tiny file converted as ViT-B: one line with the shape example
+        convert_file(str(tmp_path / "official.pth"), str(tmp_path / "out.pth"), to="timm", variant="vit_base_patch16")
+    assert "\n" not in str(e.value) and "convert.variant=vit_base_patch16" in str(e.value)

@@ -45,12 +45,13 @@ def encoder_state_dict(state: Mapping[str, torch.Tensor], *, target: bool = Fals
     the shared fixed table). A classifier state dict keeps ``fc_norm.*`` / ``head.*`` when ``keep_head``.
 
     Raises:
-        KeyError: ``target=True`` on a state dict without ``mm_`` keys.
+        repro_shared.checkpoint.CheckpointError: ``target=True`` on a state dict without ``mm_`` keys.
     """
     out: dict[str, torch.Tensor] = {}
     if target:
         if not any(k.startswith("mm_blocks.") for k in state):
-            raise KeyError("target=True, but the weights hold no momentum encoder (mm_blocks.*)")
+            raise checkpoint.CheckpointError("target=True, but the weights hold no momentum encoder (mm_blocks.*); "
+                                             "convert the online encoder (convert.target=false)")
         for k, v in state.items():
             if k.startswith("mm_") and k[3:].startswith(("patch_embed.", "cls_token", "blocks.")):
                 out[k[3:]] = v

@@ -6,7 +6,8 @@ from omegaconf import DictConfig
 
 from repro_shared import checkpoint, run
 
-from ..convert import check_pos_embed, encoder_state_dict, read_weights, save_weights, to_detectron2
+from ..convert import (check_pos_embed, encoder_state_dict, misfit_message, read_weights, save_weights,
+                       to_detectron2)
 from ..models import ENCODER_VARIANTS, build_classifier, build_siameseim
 
 __all__ = ["run_convert", "convert_file"]
@@ -27,6 +28,10 @@ def convert_file(src: str, out: str, *, to: str, variant: str, target: bool = Fa
     if variant not in ENCODER_VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; known: {', '.join(ENCODER_VARIANTS)}")
     state = read_weights(src, trust=trust)
+    if "pos_embed" not in state:
+        first = ", ".join(list(state)[:4]) or "no tensors"
+        raise checkpoint.CheckpointError(f"{src} holds no ViT encoder (no pos_embed; its first keys: {first}): not a "
+                                         "SiameseIM / MAE-style checkpoint")
     report: dict = {"source_keys": len(state)}
     if check_table and "pos_embed" in state:
         report["pos_embed_max_diff"] = check_pos_embed(state["pos_embed"])
@@ -51,8 +56,9 @@ def convert_file(src: str, out: str, *, to: str, variant: str, target: bool = Fa
                                  drop_path_rate=0.0)
         rep = checkpoint.load_state_dict_remapped(model, enc)
         allowed = [k for k in rep.missing if k.startswith("fc_norm.") and num_classes == 0]
-        if rep.unexpected or rep.mismatched or set(rep.missing) - set(allowed):
-            raise checkpoint.CheckpointError(f"{src} does not fit a timm {variant}:\n{rep}")
+        bad = [k for k in rep.missing if k not in allowed] + [k for k, *_ in rep.mismatched]
+        if rep.unexpected or bad:
+            raise checkpoint.CheckpointError(misfit_message(src, rep, bad) + f" (convert.variant={variant})")
         out_state = enc if to == "timm" else to_detectron2(enc)
     else:
         raise ValueError(f"unknown convert.to {to!r}; known: ours, timm, detectron2")
