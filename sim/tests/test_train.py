@@ -278,3 +278,10 @@ def test_fewshot_row_without_subset_file_says_where_to_get_it(tmp_path):
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / c / f"{c}_1.JPEG")
     with pytest.raises(FileNotFoundError, match=r"fewshot.subset_file=/path/to/1percent.txt"):
         read_subset_file(ImageFolder(tmp_path, None), None)
+
+
+def test_pretrain_init_from_a_foreign_file_is_one_line(tmp_path, compose_config):
+    torch.save({"model": {"foo": torch.zeros(3)}}, tmp_path / "foreign.pt")
+    with pytest.raises(Exception, match=r"foreign.pt does not fit the model: 0 tensors loaded") as e:
+        tasks.run_pretrain(compose_config("pretrain", SMALL + [f"init.path={tmp_path / 'foreign.pt'}"], tmp_path / "a"))
+    assert "\n" not in str(e.value) and "sim-convert convert.to=ours" in str(e.value)

@@ -10,7 +10,7 @@ from repro_shared import checkpoint, dist, run
 from repro_shared.data import SeededDataset, SkipNoneCollate, build_loader
 from repro_shared.train import StepCheckpointer
 
-from ..convert import read_weights
+from ..convert import misfit_message, read_weights
 from ..data import LabelledDigits, SiameseIMTransform, build_pretrain_dataset
 from ..engine import pretrain_one_epoch
 from ..losses import effective_rank
@@ -76,8 +76,11 @@ def run_pretrain(cfg: DictConfig) -> dict:
     log, device, t = ctx.log, ctx.device, cfg.train
     model = build_pretrain_model(cfg)
     if init_path is not None:  # e.g. continue from released weights (sim-convert convert.to=ours)
-        report = checkpoint.load_state_dict_remapped(model, read_weights(init_path, trust=bool(cfg.trust_checkpoint)),
-                                                     strict=True)
+        report = checkpoint.load_state_dict_remapped(model, read_weights(init_path, trust=bool(cfg.trust_checkpoint)))
+        if not report.ok:  # the run stops here, so a partial load does not matter; one line
+            raise checkpoint.CheckpointError(
+                misfit_message(init_path, report, report.missing + [k for k, *_ in report.mismatched])
+                + " (sim-pretrain's init.path takes a full SiameseIM file: ckpt_*.pt or sim-convert convert.to=ours)")
         log.info("init weights from %s: %s", init_path, report)
     log.info("SiameseIM %s: %.2f M parameters (%.2f M trainable)", cfg.model.variant,
              sum(p.numel() for p in model.parameters()) / 1e6,
