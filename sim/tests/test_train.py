@@ -147,7 +147,8 @@ def test_pretrain_resume_after_sigkill_is_exact(tmp_path):
 def test_finetune_resume_after_sigkill_is_exact(tmp_path):
     """Fine-tuning with Mixup/CutMix, RandAugment, random erasing and drop path: killed after step 4 (before the
     epoch-end checkpoint), resumed from step 3 (epoch 1, batch 1)."""
-    over = ["data.train_subset=64", "train.batch_size=32", "train.epochs=3", "train.checkpoint_every=3", "device=cpu"]
+    over = ["data.train_subset=64", "train.batch_size=32", "train.epochs=3", "train.checkpoint_every=3", "device=cpu",
+            "aug.auto_augment=rand-m9-mstd0.5-inc1", "aug.re_prob=0.25", "aug.mixup=0.8", "aug.cutmix=1.0"]
     assert check_exact_resume(tmp_path, "finetune", over, kill_after=4, iters=2) == 3
 
 
