@@ -36,7 +36,9 @@ def test_encoder_loads_into_the_finetune_vit_key_by_key(chain):
 
 def test_finetune_and_linprobe_from_the_chain(chain, tmp_path):
     root, _, _ = chain
-    ft = run_finetune(cfg_of(*TINY, f"init.path={root}/run1", f"+output_dir={tmp_path}/ft", name="finetune"))
+    official_aug = ["aug.auto_augment=rand-m9-mstd0.5-inc1", "aug.re_prob=0.25", "aug.mixup=0.8", "aug.cutmix=1.0"]
+    ft = run_finetune(cfg_of(*TINY, *official_aug, f"init.path={root}/run1", f"+output_dir={tmp_path}/ft",
+                             name="finetune"))
     assert 0.0 <= ft["top1"] <= 100.0 and ft["max_top1"] >= ft["top1"]
     rows = [json.loads(x) for x in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows if "val_top1" in r] == [0, 1]
