@@ -99,3 +99,26 @@ def test_eval_loader_keeps_order_and_skips_none():
     ds[2] = None
     batches = list(eval_loader(ds, batch_size=2, skip_corrupt=True))
     assert [b[1].tolist() for b in batches] == [[0, 1], [3], [4]]
+
+
+def test_restore_fresh_start_says_how_to_continue_and_resumed_position(tmp_path):
+    """resume=auto in a fresh run folder starts at step 0 and tells how to continue an earlier (killed) run;
+    after a checkpoint it returns the step, the unfinished epoch's sums and the extra dict."""
+    class Log:
+        def __init__(self):
+            self.lines = []
+
+        def info(self, msg, *args):
+            self.lines.append(msg % args)
+
+    model = nn.Linear(2, 2)
+    ckpt = StepCheckpointer(tmp_path / "checkpoints", model=model, optimizer=torch.optim.SGD(model.parameters(), 0.1),
+                            scaler=None, iters=4, every=0, keep_last=1, config={}, extra=lambda: {"results": {"a": 1}})
+    log = Log()
+    assert ckpt.restore("auto", log) == (0, None, {})
+    assert "hydra.run.dir=" in log.lines[-1] and str(tmp_path / "checkpoints") in log.lines[-1]
+    assert ckpt.restore(None, log) == (0, None, {}) and len(log.lines) == 1  # resume off: nothing to say
+    ckpt.save(6, {"sums": {"loss": 2.0}, "steps": 2, "skipped": 0})
+    step, stats, extra = ckpt.restore("auto", log)
+    assert (step, stats["steps"], extra["results"]) == (6, 2, {"a": 1})
+    assert log.lines[-1] == "resumed from step 6 (epoch 1, batch 2 of 4)"

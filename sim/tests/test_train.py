@@ -238,27 +238,6 @@ def test_eval_row_takes_eval_checkpoint(tmp_path, compose_config):
         tasks.run_eval(compose_config("eval", row, tmp_path / "ev3"))
 
 
-def test_resume_auto_without_checkpoint_says_how_to_continue(tmp_path):
-    """resume=auto in a fresh run folder starts at step 0 and tells how to continue an earlier (killed) run."""
-    from repro_shared.train import StepCheckpointer
-    from sim.tasks.common import resume_or_start
-
-    class Log:
-        def __init__(self):
-            self.lines = []
-
-        def info(self, msg, *args):
-            self.lines.append(msg % args)
-
-    model = torch.nn.Linear(2, 2)
-    ckpt = StepCheckpointer(tmp_path / "checkpoints", model=model, optimizer=torch.optim.SGD(model.parameters(), 0.1),
-                            scaler=None, iters=4, every=0, keep_last=1, config={}, extra=lambda: {})
-    log = Log()
-    assert resume_or_start(ckpt, "auto", log) is None
-    assert "hydra.run.dir=" in log.lines[-1] and str(tmp_path / "checkpoints") in log.lines[-1]
-    assert resume_or_start(ckpt, None, log) is None and len(log.lines) == 1  # resume off: nothing to say
-
-
 def test_paper_rows_without_data_root_name_the_key(tmp_path, compose_config):
     """Detection / segmentation / robustness rows with data.root unset say so (was: "data.root='None/train2017'")."""
     with pytest.raises(FileNotFoundError, match=r"data.root is not set; pass data.root=.* train2017/"):

@@ -95,3 +95,19 @@ class StepCheckpointer:
         checkpoint dict or ``None``. No RNG state is restored: randomness derives from (seed, epoch, step)."""
         return checkpoint.resume(self.ckpt_dir, spec, model=self.model, optimizer=self.optimizer,
                                  scaler=self.scaler, restore_rng=False)
+
+    def restore(self, spec: str | None, log: Any) -> tuple[int, dict | None, dict]:
+        """:meth:`resume`, then where to continue: ``(optimizer steps done, running sums of the unfinished epoch or
+        None, the checkpoint's extra dict)``, ``(0, None, {})`` for a fresh start. Logs the resumed position; when
+        ``spec == "auto"`` finds nothing, logs where it looked and how to continue an earlier run (Hydra gives every
+        launch a new timestamped folder, so only the same ``hydra.run.dir`` resumes)."""
+        state = self.resume(spec)
+        if state is None:
+            if str(spec) == "auto":
+                log.info("train.resume=auto: no checkpoint in %s, starting at step 0 (to continue a killed run, "
+                         "launch the same command with hydra.run.dir=<that run's folder>)", self.ckpt_dir)
+            return 0, None, {}
+        step, extra = int(state["step"]), state.get("extra") or {}
+        log.info("resumed from step %d (epoch %d, batch %d of %d)", step, step // self.iters, step % self.iters,
+                 self.iters)
+        return step, extra.get("epoch_stats"), extra

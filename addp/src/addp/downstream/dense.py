@@ -50,7 +50,7 @@ def _encoder(cfg: DictConfig, init_path, log):
 
 
 def _shapes(cfg: DictConfig, split: str, n: int):
-    root = Path(str(cfg.data.root or Path(run.hydra_output_dir() or cfg.get("output_dir") or ".") / "shapes"))
+    root = Path(str(cfg.data.root or Path(run.planned_output_dir(cfg) or ".") / "shapes"))
     return make_shapes_dataset(root, split, num_images=n, image_size=int(cfg.data.image_size), seed=0,
                                max_objects=int(cfg.data.max_objects))
 

@@ -213,13 +213,10 @@ def run_classifier(cfg: DictConfig, mode: str) -> dict:
     ckpt = StepCheckpointer(ctx.checkpoint_dir, model=model, optimizer=optimizer, scaler=scaler, iters=iters,
                         every=int(t.checkpoint_every), keep_last=int(t.keep_last), config=cfg,
                         extra=lambda: {"results": results, "ema": ema.module.state_dict() if ema is not None else None})
-    step, stats = 0, None
-    state = ckpt.resume(t.resume)
-    if state is not None:
-        step, stats, results = state["step"], state["extra"].get("epoch_stats"), state["extra"].get("results", {})
-        if ema is not None and state["extra"].get("ema") is not None:
-            ema.module.load_state_dict(state["extra"]["ema"])
-        log.info("resumed from step %d (epoch %d, batch %d of %d)", step, step // iters, step % iters, iters)
+    step, stats, extra = ckpt.restore(t.resume, log)
+    results = extra.get("results", results)
+    if ema is not None and extra.get("ema") is not None:
+        ema.module.load_state_dict(extra["ema"])
     log.info("%s %s-%s: %s, global batch %d, %d steps per epoch", mode, cfg.model.backbone, cfg.model.variant, desc,
              int(t.batch_size) * ws, iters)
     start_epoch, start_batch = divmod(step, iters)

@@ -101,15 +101,15 @@ class DeepSpeedCheckpointer(StepCheckpointer):
 
     def __init__(self, ctx, *, engine, iters: int, every: int, extra: Callable[[], dict[str, Any]]):
         self.ctx, self.engine, self.iters, self.every, self.extra = ctx, engine, iters, every, extra
-        self.dir = ctx.checkpoint_dir / "deepspeed"
+        self.ckpt_dir = ctx.checkpoint_dir / "deepspeed"
 
     def save(self, steps_done: int, epoch_stats: dict | None) -> None:
-        self.engine.save_checkpoint(str(self.dir), tag=f"step{steps_done}",
+        self.engine.save_checkpoint(str(self.ckpt_dir), tag=f"step{steps_done}",
                                     client_state={"step": steps_done, "extra": {**self.extra(),
                                                                                 "epoch_stats": epoch_stats}})
 
     def resume(self, spec: str | None) -> dict | None:
-        if spec in (None, "", "none", "None") or not (self.dir / "latest").is_file():
+        if spec in (None, "", "none", "None") or not (self.ckpt_dir / "latest").is_file():
             return None
-        path, client = self.engine.load_checkpoint(str(self.dir) if spec == "auto" else str(spec))
+        path, client = self.engine.load_checkpoint(str(self.ckpt_dir) if spec == "auto" else str(spec))
         return None if path is None else client

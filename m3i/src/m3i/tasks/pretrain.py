@@ -162,11 +162,8 @@ def run_pretrain(cfg: DictConfig) -> dict:
     else:
         ckpt = DeepSpeedCheckpointer(ctx, engine=ds_engine, iters=iters, every=int(t.checkpoint_every),
                                      extra=lambda: {"results": results})
-    step, stats = 0, None
-    state = ckpt.resume(t.resume)
-    if state is not None:
-        step, stats, results = state["step"], state["extra"].get("epoch_stats"), state["extra"].get("results", {})
-        log.info("resumed from step %d (epoch %d, batch %d of %d)", step, step // iters, step % iters, iters)
+    step, stats, extra = ckpt.restore(t.resume, log)
+    results = extra.get("results", results)
     probe_on = bool(cfg.probe.enabled)
     if step == 0 and probe_on and bool(cfg.probe.at_init):
         init = evaluate_probes(model, device, tokenizer=tokenizer, limit=cfg.probe.get("limit"))

@@ -17,7 +17,7 @@ from repro_shared.train import StepCheckpointer
 
 from ..data import ALEXNET_CE, IMAGENET_C_CORRUPTIONS, build_classification_data, class_subset_for
 from ..models import build_classifier, build_linear_probe
-from .common import data_root, load_init, resume_or_start
+from .common import data_root, load_init
 
 __all__ = ["run_classifier", "run_eval"]
 
@@ -73,11 +73,8 @@ def run_classifier(cfg: DictConfig, mode: str) -> dict:
     ckpt = StepCheckpointer(ctx.checkpoint_dir, model=model, optimizer=optimizer, scaler=scaler, iters=iters,
                             every=int(t.checkpoint_every), keep_last=int(t.keep_last), config=cfg,
                             extra=lambda: {"results": results})
-    step, stats = 0, None
-    state = resume_or_start(ckpt, t.resume, log)
-    if state is not None:
-        step, stats, results = state["step"], state["extra"].get("epoch_stats"), state["extra"].get("results", {})
-        log.info("resumed from step %d (epoch %d, batch %d of %d)", step, step // iters, step % iters, iters)
+    step, stats, extra = ckpt.restore(t.resume, log)
+    results = extra.get("results", results)
     log.info("%s: lr %.3g (global batch %d), %d steps per epoch", mode, lr, int(t.batch_size) * ws, iters)
     def lr_at(k: int) -> float:  # official per-iteration schedule at the fractional epoch epoch + i / iters
         e, i = divmod(k, iters)

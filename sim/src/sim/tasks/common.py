@@ -10,7 +10,7 @@ from torch import nn
 from ..convert import load_encoder_weights
 from ..models import SiameseIM, build_siameseim
 
-__all__ = ["build_pretrain_model", "load_init", "resume_or_start", "data_root"]
+__all__ = ["build_pretrain_model", "load_init", "data_root"]
 
 
 def build_pretrain_model(cfg: DictConfig) -> SiameseIM:
@@ -42,14 +42,3 @@ def load_init(model: nn.Module, path: Path | None, cfg: DictConfig, log) -> None
     report = load_encoder_weights(model, path, trust=bool(cfg.get("trust_checkpoint", False)),
                                   target=bool(cfg.init.get("target_encoder", False)))
     log.info("init weights from %s:\n%s", path, report)
-
-
-def resume_or_start(ckpt, spec, log) -> dict | None:
-    """``ckpt.resume(spec)`` (a :class:`repro_shared.train.StepCheckpointer`); when ``spec == "auto"`` finds no
-    checkpoint, log where it looked and how to continue an earlier run. Hydra gives every launch a new
-    timestamped folder, so re-running the same command resumes only with the same ``hydra.run.dir``."""
-    state = ckpt.resume(spec)
-    if state is None and str(spec) == "auto":
-        log.info("train.resume=auto: no checkpoint in %s, starting at step 0 (to continue a killed run, launch the "
-                 "same command with hydra.run.dir=<that run's folder>)", ckpt.ckpt_dir)
-    return state

@@ -30,7 +30,7 @@ from repro_shared.train import StepCheckpointer
 
 from ..engine import train_dense_epoch
 from ..models import build_classifier
-from .common import data_root, load_init, resume_or_start
+from .common import data_root, load_init
 
 __all__ = ["run_detection", "run_segmentation", "multistep_lr", "poly_lr", "slide_inference"]
 
@@ -95,11 +95,8 @@ def _loop(cfg: DictConfig, ctx, model, optimizer, loader, loss_fn, lr_at, evalua
     results: dict = {}
     ckpt = StepCheckpointer(ctx.checkpoint_dir, model=model, optimizer=optimizer, scaler=scaler, iters=iters, every=int(t.checkpoint_every),
                         keep_last=int(t.keep_last), config=cfg, extra=lambda: {"results": results})
-    step, stats = 0, None
-    state = resume_or_start(ckpt, t.resume, log)
-    if state is not None:
-        step, stats, results = state["step"], state["extra"].get("epoch_stats"), state["extra"].get("results", {})
-        log.info("resumed from step %d (epoch %d, batch %d of %d)", step, step // iters, step % iters, iters)
+    step, stats, extra = ckpt.restore(t.resume, log)
+    results = extra.get("results", results)
     start_epoch, start_batch = divmod(step, iters)
     for epoch in range(start_epoch, int(t.epochs)):
         loader.set_epoch(epoch, start_batch if epoch == start_epoch else 0)
@@ -191,19 +188,18 @@ def run_segmentation(cfg: DictConfig) -> dict:
     init_path = run.check_required_init(cfg.get("init"))
     ctx = run.setup_run(cfg, name="sim")
     d, m = cfg.data, cfg.model
-    norm = normalize_pair
     crop = int(d.crop_size)
     train_tf = SegTrainTransform(tuple(d.scale), tuple(d.ratio_range), crop)
     if d.name == "shapes":
         tr_paths, va_paths = _shapes(cfg, "train", int(d.num_train)), _shapes(cfg, "val", int(d.num_val))
         train = SegmentationFolder(tr_paths.image_dir, tr_paths.semseg_dir, transform=train_tf)
-        val = SegmentationFolder(va_paths.image_dir, va_paths.semseg_dir, transform=norm)
+        val = SegmentationFolder(va_paths.image_dir, va_paths.semseg_dir, transform=normalize_pair)
     elif d.name == "ade20k":
         root = data_root(d, "images/{training,validation}/ and annotations/{training,validation}/ (ADEChallengeData2016)")
         train = SegmentationFolder(root / "images/training", root / "annotations/training", reduce_zero_label=True,
                                    transform=train_tf, key="data.root")
         val = SegmentationFolder(root / "images/validation", root / "annotations/validation", reduce_zero_label=True,
-                                 transform=norm, key="data.root")
+                                 transform=normalize_pair, key="data.root")
     else:
         raise ValueError(f"unknown data.name {d.name!r}; known: shapes, ade20k")
     num_classes = int(d.num_classes)

@@ -16,7 +16,7 @@ from ..engine import pretrain_one_epoch
 from ..losses import effective_rank
 from ..models import SiameseIM
 from ..probe import extract_features, geometry_gap, logistic_probe
-from .common import build_pretrain_model, resume_or_start
+from .common import build_pretrain_model
 
 __all__ = ["run_pretrain", "evaluate_pretrained"]
 
@@ -103,11 +103,8 @@ def run_pretrain(cfg: DictConfig) -> dict:
     ckpt = StepCheckpointer(ctx.checkpoint_dir, model=model, optimizer=optimizer, scaler=scaler, iters=iters,
                         every=int(t.checkpoint_every), keep_last=int(t.keep_last), config=cfg,
                         extra=lambda: {"results": results})
-    step, stats = 0, None
-    state = resume_or_start(ckpt, t.resume, log)
-    if state is not None:
-        step, stats, results = state["step"], state["extra"].get("epoch_stats"), state["extra"].get("results", {})
-        log.info("resumed from step %d (epoch %d, batch %d of %d)", step, step // iters, step % iters, iters)
+    step, stats, extra = ckpt.restore(t.resume, log)
+    results = extra.get("results", results)
     if step == 0 and cfg.probe.enabled:
         results.update({f"{k}_init": v for k, v in evaluate_pretrained(model, cfg, device).items()})
         log.info("before training: %s", {k: round(v, 4) for k, v in results.items()})
