@@ -47,3 +47,17 @@ def test_an_unset_required_setting_names_the_key(tmp_path, capsys, monkeypatch):
         report_user_errors("addp")(run_fid)(cfg_of("device=cpu", f"+output_dir={tmp_path}/fid", name="fid"))
     err = capsys.readouterr().err
     assert err.startswith("error: fid.generated must be set: pass fid.generated=<value>") and "Traceback" not in err
+
+
+def test_paper_dense_rows_without_data_root_name_the_key(tmp_path):
+    """COCO / ADE20K rows with data.root unset say so (was: "data.root='None/train2017' is not a folder")."""
+    from helpers import cfg_of
+
+    from addp.downstream.dense import run_detection, run_segmentation
+
+    with pytest.raises(FileNotFoundError, match=r"data.root is not set; pass data.root=.* train2017/"):
+        run_detection(cfg_of("experiment=coco/maskrcnn_vitdet_b", "init.required=false", "device=cpu",
+                             f"+output_dir={tmp_path}/det", name="det"))
+    with pytest.raises(FileNotFoundError, match=r"data.root is not set; pass data.root=.*images/\{training"):
+        run_segmentation(cfg_of("experiment=ade20k/upernet_b_160k", "init.required=false", "device=cpu",
+                                f"+output_dir={tmp_path}/seg", name="seg"))

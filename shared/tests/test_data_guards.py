@@ -282,6 +282,17 @@ def test_required_init_stops_with_where_to_get_the_file(tmp_path):
         run.check_required_init({"required": True, "path": None})
 
 
+def test_data_root_names_the_key_and_layout(tmp_path):
+    from omegaconf import OmegaConf
+
+    with pytest.raises(FileNotFoundError, match=r"^data.root is not set; pass data.root=/path/to/data with train2017/$"):
+        run.data_root(OmegaConf.create({"root": None}), "train2017/")
+    with pytest.raises(FileNotFoundError, match=r"^data.sources\[0\].root is not set"):
+        run.data_root({"root": ""}, "x", key="data.sources[0].root")
+    assert run.data_root(OmegaConf.create({"root": str(tmp_path)}), "x") == tmp_path
+    assert run.data_root({"root": "~/coco"}, "x") == Path("~/coco").expanduser()
+
+
 # ------------------------------------------------------------------------------------ momentum
 def test_cosine_momentum_schedule_and_ema_update():
     assert cosine_momentum(0, 100, 0.996) == pytest.approx(0.996)

@@ -143,6 +143,24 @@ def check_required_init(init: Any, *, key: str = "init") -> Path | None:
         f"(or {key}.required=false to train from random weights, which will not reproduce the paper)")
 
 
+def data_root(data_cfg: Any, layout: str, *, key: str = "data.root") -> Path:
+    """``data_cfg.root`` as a path, for experiments whose data set lives outside the package.
+
+    Args:
+        data_cfg: the ``data`` config node (or mapping) holding ``root``.
+        layout: what the folder must contain, e.g. ``"train2017/ and annotations/instances_train2017.json"``;
+            it goes into the error message.
+
+    Raises:
+        FileNotFoundError: ``root`` is unset; the message names ``key`` and the expected ``layout`` (the paper
+            rows leave the data folder to the command line).
+    """
+    root = data_cfg.get("root")
+    if not root:
+        raise FileNotFoundError(f"{key} is not set; pass {key}=/path/to/data with {layout}")
+    return Path(str(root)).expanduser()
+
+
 def write_metrics(out_dir: str | os.PathLike, metrics: Mapping[str, Any], filename: str = "metrics.json") -> Path:
     """Atomically write the run's final evaluation results as JSON (rank 0 only)."""
     path = Path(out_dir) / filename

@@ -92,7 +92,7 @@ def run_detection(cfg: DictConfig) -> dict:
         train = CocoInstanceDataset(tr.image_dir, tr.ann_file, train=True)
         val = CocoInstanceDataset(va.image_dir, va.ann_file)
     elif d.name == "coco":
-        root = Path(str(d.root))
+        root = run.data_root(d, f"{d.train_images}/, {d.val_images}/ and the annotation JSONs {d.train_ann}, {d.val_ann}")
         train = CocoInstanceDataset(root / d.train_images, root / d.train_ann, train=True, key="data.root")
         val = CocoInstanceDataset(root / d.val_images, root / d.val_ann, key="data.root")
     else:
@@ -145,7 +145,7 @@ def run_segmentation(cfg: DictConfig) -> dict:
         train = SegmentationFolder(tr.image_dir, tr.semseg_dir, transform=tf)
         val = SegmentationFolder(va.image_dir, va.semseg_dir, transform=normalize_pair)
     elif d.name == "ade20k":
-        root = Path(str(d.root))
+        root = run.data_root(d, "images/{training,validation}/ and annotations/{training,validation}/ (ADEChallengeData2016)")
         train = SegmentationFolder(root / "images/training", root / "annotations/training", reduce_zero_label=True,
                                    transform=tf, key="data.root")
         val = SegmentationFolder(root / "images/validation", root / "annotations/validation", reduce_zero_label=True,

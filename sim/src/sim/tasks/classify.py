@@ -17,7 +17,7 @@ from repro_shared.train import StepCheckpointer
 
 from ..data import ALEXNET_CE, IMAGENET_C_CORRUPTIONS, build_classification_data, class_subset_for
 from ..models import build_classifier, build_linear_probe
-from .common import data_root, load_init
+from .common import load_init
 
 __all__ = ["run_classifier", "run_eval"]
 
@@ -145,7 +145,7 @@ def run_eval(cfg: DictConfig) -> dict:
     elif bench in ("imagenet_a", "imagenet_r", "imagenet_sketch"):
         from repro_shared.data import ImageFolder
 
-        ds = ImageFolder(data_root(d, "<wnid>/<image> class folders"), tf, key="data.root")
+        ds = ImageFolder(run.data_root(d, "<wnid>/<image> class folders"), tf, key="data.root")
         subset = class_subset_for(d.root, e.imagenet_train) if bench != "imagenet_sketch" else None
         res = evaluate_classifier(model, eval_loader(ds, bs, nw), ctx.device, class_subset=subset)
     elif bench == "imagenet_c":
@@ -155,7 +155,7 @@ def run_eval(cfg: DictConfig) -> dict:
         for c in IMAGENET_C_CORRUPTIONS:
             errs = []
             for s in range(1, 6):
-                ds = ImageFolder(data_root(d, "<corruption>/<1..5>/<wnid>/<image>") / c / str(s), tf, key="data.root")
+                ds = ImageFolder(run.data_root(d, "<corruption>/<1..5>/<wnid>/<image>") / c / str(s), tf, key="data.root")
                 errs.append(100.0 - evaluate_classifier(model, eval_loader(ds, bs, nw), ctx.device)["top1"])
             res[f"err_{c}"] = sum(errs) / 5
             ces.append(sum(errs) / 5 / 100.0 / ALEXNET_CE[c])

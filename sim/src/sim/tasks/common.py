@@ -10,7 +10,7 @@ from torch import nn
 from ..convert import load_encoder_weights
 from ..models import SiameseIM, build_siameseim
 
-__all__ = ["build_pretrain_model", "load_init", "data_root"]
+__all__ = ["build_pretrain_model", "load_init"]
 
 
 def build_pretrain_model(cfg: DictConfig) -> SiameseIM:
@@ -23,14 +23,6 @@ def build_pretrain_model(cfg: DictConfig) -> SiameseIM:
                            num_masked=int(d.num_masked), train_patch_embed=bool(m.train_patch_embed),
                            init_values=m.init_values, drop_path_rate=float(m.drop_path_rate),
                            online_ln=bool(m.online_ln))
-
-
-def data_root(data_cfg: DictConfig, layout: str) -> Path:
-    """``data.root`` as a path; FileNotFoundError naming the key and the expected ``layout`` when it is unset
-    (the paper rows leave it to the command line)."""
-    if not data_cfg.get("root"):
-        raise FileNotFoundError(f"data.root is not set; pass data.root=/path/to/data with {layout}")
-    return Path(str(data_cfg.root)).expanduser()
 
 
 def load_init(model: nn.Module, path: Path | None, cfg: DictConfig, log) -> None:

@@ -30,7 +30,7 @@ from repro_shared.train import StepCheckpointer
 
 from ..engine import train_dense_epoch
 from ..models import build_classifier
-from .common import data_root, load_init
+from .common import load_init
 
 __all__ = ["run_detection", "run_segmentation", "multistep_lr", "poly_lr", "slide_inference"]
 
@@ -133,7 +133,7 @@ def run_detection(cfg: DictConfig) -> dict:
         train = CocoInstanceDataset(tr_paths.image_dir, tr_paths.ann_file, train=True)
         val = CocoInstanceDataset(va_paths.image_dir, va_paths.ann_file)
     elif d.name in ("coco", "lvis"):
-        root = data_root(d, f"{d.train_images}/, {d.val_images}/ and the annotation JSONs {d.train_ann}, {d.val_ann}")
+        root = run.data_root(d, f"{d.train_images}/, {d.val_images}/ and the annotation JSONs {d.train_ann}, {d.val_ann}")
         train = CocoInstanceDataset(root / d.train_images, root / d.train_ann, train=True, key="data.root")
         val = CocoInstanceDataset(root / d.val_images, root / d.val_ann, key="data.root")
     else:
@@ -195,7 +195,7 @@ def run_segmentation(cfg: DictConfig) -> dict:
         train = SegmentationFolder(tr_paths.image_dir, tr_paths.semseg_dir, transform=train_tf)
         val = SegmentationFolder(va_paths.image_dir, va_paths.semseg_dir, transform=normalize_pair)
     elif d.name == "ade20k":
-        root = data_root(d, "images/{training,validation}/ and annotations/{training,validation}/ (ADEChallengeData2016)")
+        root = run.data_root(d, "images/{training,validation}/ and annotations/{training,validation}/ (ADEChallengeData2016)")
         train = SegmentationFolder(root / "images/training", root / "annotations/training", reduce_zero_label=True,
                                    transform=train_tf, key="data.root")
         val = SegmentationFolder(root / "images/validation", root / "annotations/validation", reduce_zero_label=True,

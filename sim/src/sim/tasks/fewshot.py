@@ -13,7 +13,7 @@ from repro_shared.data import ImageFolder
 from ..data import LabelledDigits, read_subset_file
 from ..models import build_classifier
 from ..probe import extract_features, logistic_probe
-from .common import data_root, load_init
+from .common import load_init
 
 __all__ = ["run_fewshot"]
 
@@ -35,7 +35,7 @@ def run_fewshot(cfg: DictConfig) -> dict:
         val = LabelledDigits("val", size, tf)
     elif d.name == "imagenet":
         tf = T.Compose([T.Resize(int(f.resize)), T.CenterCrop(size), T.ToTensor(), norm])  # bilinear, as official
-        root = data_root(d, "train/<wnid>/<image> and val/<wnid>/<image>")
+        root = run.data_root(d, "train/<wnid>/<image> and val/<wnid>/<image>")
         train = read_subset_file(ImageFolder(root / "train", tf, key="data.root"), f.subset_file)
         val = ImageFolder(root / "val", tf, key="data.root")
     else:
