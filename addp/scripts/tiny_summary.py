@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 KEYS = ["tiny_fid_addp", "tiny_fid_teacher", "tiny_fid_random_tokens", "tiny_fid_vq_recon", "label_entropy_addp",
-        "probe_top1_addp", "probe_top1_random_init", "probe_top1_mage_tokens", "val_ce_addp", "val_ce_marginal",
+        "probe_top1_addp", "probe_top1_random_init", "probe_top1_random_init_std", "probe_top1_mage_tokens",
+        "val_ce_addp", "val_ce_addp_shuffled_images", "val_ce_marginal",
         "addp_loss", "featurenet_val_top1"]
 
 

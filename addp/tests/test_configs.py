@@ -9,7 +9,7 @@ from addp.cli import run_det, run_finetune, run_linprobe, run_seg, run_train
 from helpers import cfg_of
 
 EXPERIMENTS = {
-    "pretrain/addp_vit_b_1600ep": "train", "pretrain/addp_vit_l_800ep": "train", "tiny_long": "train",
+    "pretrain/addp_vit_b_1600ep": "train", "pretrain/addp_vit_l_800ep": "train", "tiny_long": "train", "tiny_60ep": "train",
     "finetune/in1k_vit_b_100ep": "finetune", "finetune/in1k_vit_l_50ep": "finetune",
     "linprobe/vit_b": "linprobe", "linprobe/vit_l": "linprobe",
     "generate/vit_b_cosine_T20": "generate", "generate/vit_l_cosine_T20": "generate",

@@ -15,7 +15,8 @@ from helpers import SMALL, cfg_of
 
 def test_chain_writes_metrics_grids_and_caches_stages(chain):
     root, cache, m = chain
-    for k in ("tokenizer_rec", "teacher_loss", "addp_loss", "val_ce_addp", "val_ce_marginal", "probe_top1_addp",
+    for k in ("tokenizer_rec", "teacher_loss", "addp_loss", "val_ce_addp", "val_ce_addp_shuffled_images",
+              "val_ce_marginal", "probe_top1_addp", "probe_top1_random_init_std",
               "probe_top1_random_init", "tiny_fid_addp", "tiny_fid_random_tokens", "tiny_fid_vq_recon"):
         assert k in m and m[k] == m[k], k
     run1 = root / "run1"

@@ -164,15 +164,15 @@ def vqgan_build_args(tc: DictConfig) -> dict:
 def mage_build_args(tc: DictConfig, codebook_size: int, num_tokens: int) -> dict:
     if tc.variant not in MAGE_VARIANTS:
         raise ValueError(f"unknown token-predictor variant {tc.variant!r}; known: {', '.join(MAGE_VARIANTS)}")
-    return dict(MAGE_VARIANTS[tc.variant], codebook_size=codebook_size, num_tokens=num_tokens,
-                dropout=float(tc.dropout), attn_impl=str(tc.attn_impl))
+    return dict(MAGE_VARIANTS[tc.variant], **to_plain(tc.get("overrides") or {}), codebook_size=codebook_size,
+                num_tokens=num_tokens, dropout=float(tc.dropout), attn_impl=str(tc.attn_impl))
 
 
 def addp_build_args(mc: DictConfig, codebook_size: int) -> dict:
     if mc.variant not in ADDP_VARIANTS:
         raise ValueError(f"unknown ADDP variant {mc.variant!r}; known: {', '.join(ADDP_VARIANTS)}")
-    return dict(ADDP_VARIANTS[mc.variant], codebook_size=codebook_size, dropout=float(mc.dropout),
-                drop_path=float(mc.drop_path), attn_impl=str(mc.attn_impl))
+    return dict(ADDP_VARIANTS[mc.variant], **to_plain(mc.get("overrides") or {}), codebook_size=codebook_size,
+                dropout=float(mc.dropout), drop_path=float(mc.drop_path), attn_impl=str(mc.attn_impl))
 
 
 def _file_key(path: Path) -> dict:

@@ -2,9 +2,12 @@
 
 1. loss vs a trivial baseline: on the val images, ADDP's masked-position cross-entropy against the
    teacher's soft targets, next to the cross-entropy of predicting every target with the targets'
-   own marginal distribution (both over the K codes, no label smoothing, teacher without dropout);
+   own marginal distribution (both over the K codes, no label smoothing, teacher without dropout), and
+   next to ADDP's cross-entropy when each image x_t is replaced by another digit's (same ids and masks):
+   the gap is what the decoder takes from the pixels;
 2. linear probe (sklearn logistic regression on mean-pooled patch features, train -> val digits):
-   the ADDP encoder vs the same encoder at random init vs the MAGE encoder on the token ids;
+   the ADDP encoder vs the same encoder at random init (mean over several initialisations) vs the MAGE
+   encoder on the token ids;
 3. tiny-FID (Fréchet distance on a small digit classifier's penultimate features, against the val
    digits) of ADDP samples, teacher-only samples, random-token decodes (lower bound) and VQ
    reconstructions of the val images (upper bound); plus the entropy of the predicted labels;
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
@@ -33,7 +37,7 @@ from .models.vqgan import VQGAN
 from .sampler import SampleRNG, generate_addp, generate_teacher, save_grid
 from .stages import Stage, build_image_dataset, to_plain
 
-__all__ = ["run_tiny_eval", "feature_net_stage"]
+__all__ = ["run_tiny_eval", "feature_net_stage", "val_cross_entropies"]
 
 
 def feature_net_stage(cfg: DictConfig, ctx: RunContext) -> DigitFeatureNet:
@@ -74,6 +78,34 @@ def _batched(fn, n: int, batch: int):
 
 
 @torch.no_grad()
+def val_cross_entropies(model: ADDP, tokenizer: VQGAN, teacher: MAGE, x: torch.Tensor, *, chunk: int,
+                        seed: int) -> dict[str, float]:
+    """ADDP's masked-position cross-entropy (nats) against the teacher's soft targets on images ``x`` (B, 3, H, W),
+    next to two references: the targets' own marginal distribution, and ADDP given another image's pixels.
+
+    Every ``chunk`` images get their own mask draw (spec §3.1; one draw for all of ``x`` can be the fully
+    masked case, where the pixels have no path to the output). ``val_ce_addp_shuffled_images`` rolls each
+    chunk's rendered images x_t by one (same token ids and masks): x_t reaches the decoder only through the
+    encoder features at reliable positions (spec §2.3), so its gap to ``val_ce_addp`` is what the decoder takes
+    from the pixels beyond the reliable tokens it is also given. Teacher without dropout, no label smoothing.
+    """
+    ratios, probs = mask_ratio_table()
+    g = torch.Generator().manual_seed(seed)
+    q_all, ce, ce_shuffled = [], [], []
+    for i in range(0, len(x), chunk):
+        fp = forward_process(tokenizer, teacher, x[i:i + chunk], ratios, probs, teacher_dropout="off", generator=g)
+        m, q = fp.mask_t, fp.q[fp.mask_t]
+        for images, sink in ((fp.x_t, ce), (fp.x_t.roll(1, 0), ce_shuffled)):
+            logp = F.log_softmax(model(images, fp.ids, m)[..., : tokenizer.codebook_size].float()[m], -1)
+            sink.append(-(q * logp).sum(-1))
+        q_all.append(q)
+    q_all = torch.cat(q_all)
+    return {"val_ce_addp": float(torch.cat(ce).mean()),
+            "val_ce_addp_shuffled_images": float(torch.cat(ce_shuffled).mean()),
+            "val_ce_marginal": float(-(q_all * q_all.mean(0).clamp_min(1e-12).log()).sum(-1).mean())}
+
+
+@torch.no_grad()
 def run_tiny_eval(cfg: DictConfig, ctx: RunContext, tokenizer: VQGAN, teacher: MAGE, model: ADDP,
                   build: dict) -> dict[str, float]:
     """All tiny-data measurements (``build``: ADDP constructor arguments, for the random-init probe); writes ``samples.png`` and ``compare.png`` into the run folder."""
@@ -91,27 +123,24 @@ def run_tiny_eval(cfg: DictConfig, ctx: RunContext, tokenizer: VQGAN, teacher: M
         ctx.log.info("eval: %s (%.1f s)", what, now - clock[0])
         clock[0] = now
 
-    # 1. loss vs marginal baseline on the val images (fixed masks, teacher without dropout)
-    ratios, probs = mask_ratio_table()
-    g = torch.Generator().manual_seed(seed)
-    fp = forward_process(tokenizer, teacher, x_val, ratios, probs, teacher_dropout="off", generator=g)
-    logits = model(fp.x_t, fp.ids, fp.mask_t)[..., : tokenizer.codebook_size].float()
-    m = fp.mask_t
-    q = fp.q[m]
-    out["val_ce_addp"] = float(-(q * F.log_softmax(logits[m], -1)).sum(-1).mean())
-    marginal = q.mean(0).clamp_min(1e-12)
-    out["val_ce_marginal"] = float(-(q * marginal.log()).sum(-1).mean())
-    done("val loss vs marginal baseline")
+    # 1. loss vs marginal baseline, and what the decoder takes from the pixels
+    out.update(val_cross_entropies(model, tokenizer, teacher, x_val, chunk=int(e.ce_chunk), seed=seed))
+    done("val loss vs marginal baseline and vs shuffled images")
 
-    # 2. linear probes
+    # 2. linear probes (the random-init baseline averaged over ``eval.random_inits`` initialisations: its spread
+    #    between initialisations is several points)
     def addp_feats(net, x):
         return torch.cat([net.features(x[i:i + 256]) for i in range(0, len(x), 256)])
 
     out["probe_top1_addp"] = linear_probe_accuracy(addp_feats(model, x_train), y_train, addp_feats(model, x_val), y_val, seed)
-    torch.manual_seed(seed)
-    random_net = ADDP(**build).to(dev).eval()
-    out["probe_top1_random_init"] = linear_probe_accuracy(addp_feats(random_net, x_train), y_train,
-                                                          addp_feats(random_net, x_val), y_val, seed)
+    random_init = []
+    for j in range(int(e.random_inits)):
+        torch.manual_seed(seed * 1000 + j)
+        random_net = ADDP(**build).to(dev).eval()
+        random_init.append(linear_probe_accuracy(addp_feats(random_net, x_train), y_train,
+                                                 addp_feats(random_net, x_val), y_val, seed))
+    out["probe_top1_random_init"] = float(np.mean(random_init))
+    out["probe_top1_random_init_std"] = float(np.std(random_init))
 
     def mage_feats(x):
         return torch.cat([teacher.encoder_features(tokenizer.encode(x[i:i + 256])[0]) for i in range(0, len(x), 256)])
