@@ -80,3 +80,15 @@ def test_paper_rows_refuse_to_start_without_their_weights(name, runner, tmp_path
         over.remove("cache_dir=" + str(tmp_path))
     with pytest.raises(FileNotFoundError, match=r"(tokenizer\.)?init\.path=None is not set\. Get it from .*(MAGE|huggingface)"):
         runner(cfg_of(*over, name=kind))
+
+
+def test_size_overrides_reach_the_built_models():
+    """``model.overrides`` / ``teacher.overrides`` replace the variant's sizes (and so change the stage's cache key)."""
+    from addp.stages import addp_build_args, mage_build_args
+
+    cfg = cfg_of("model.overrides.decoder_depth=1", "teacher.overrides.depth=6")
+    assert addp_build_args(cfg.model, 64)["decoder_depth"] == 1
+    assert mage_build_args(cfg.teacher, 64, 64)["depth"] == 6
+    default = cfg_of()
+    assert addp_build_args(default.model, 64)["decoder_depth"] == 2
+    assert mage_build_args(default.teacher, 64, 64)["depth"] == 2
