@@ -86,7 +86,7 @@ def test_size_overrides_reach_the_built_models():
     """``model.overrides`` / ``teacher.overrides`` replace the variant's sizes (and so change the stage's cache key)."""
     from addp.stages import addp_build_args, mage_build_args
 
-    cfg = cfg_of("model.overrides.decoder_depth=1", "teacher.overrides.depth=6")
+    cfg = cfg_of("+model.overrides.decoder_depth=1", "+teacher.overrides.depth=6")
     assert addp_build_args(cfg.model, 64)["decoder_depth"] == 1
     assert mage_build_args(cfg.teacher, 64, 64)["depth"] == 6
     default = cfg_of()
