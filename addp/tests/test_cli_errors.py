@@ -61,3 +61,26 @@ def test_paper_dense_rows_without_data_root_name_the_key(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"data.root is not set; pass data.root=.*images/\{training"):
         run_segmentation(cfg_of("experiment=ade20k/upernet_b_160k", "init.required=false", "device=cpu",
                                 f"+output_dir={tmp_path}/seg", name="seg"))
+
+
+def test_imagenet_rows_without_data_root_name_the_key(tmp_path):
+    """ImageNet fine-tune / linear-probe rows and the pre-training data with data.root unset say so
+    (was: "data.root='None/train' is not a folder")."""
+    from helpers import cfg_of
+    from omegaconf import OmegaConf
+
+    from addp.cli import run_finetune, run_linprobe
+    from addp.stages import build_image_dataset
+
+    unset = r"^data.root is not set; pass data.root=/path/to/data with train/<class>/<image>.JPEG and val/"
+    for run, exp, name in ((run_finetune, "finetune/in1k_vit_b_100ep", "finetune"),
+                           (run_linprobe, "linprobe/vit_b", "linprobe")):
+        with pytest.raises(FileNotFoundError, match=unset):
+            run(cfg_of(f"experiment={exp}", "init.required=false", "device=cpu",
+                       f"+output_dir={tmp_path}/{name}", name=name))
+    d = OmegaConf.create({"name": "imagenet", "root": None, "img_size": 256, "crop_scale": [0.2, 1.0],
+                          "skip_corrupt": False})
+    with pytest.raises(FileNotFoundError, match=unset):
+        build_image_dataset(d, "train")
+    with pytest.raises(FileNotFoundError, match=r"data.root='.*/missing/train' is not a folder"):
+        build_image_dataset(OmegaConf.merge(d, {"root": str(tmp_path / "missing")}), "train")

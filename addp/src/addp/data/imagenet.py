@@ -12,6 +12,7 @@ from pathlib import Path
 
 from torchvision import transforms
 
+from repro_shared import run
 from repro_shared.data import ImageFolder
 
 __all__ = ["pretrain_transform", "eval_transform", "imagenet_folder"]
@@ -35,6 +36,16 @@ def eval_transform(img_size: int = 256):
     ])
 
 
-def imagenet_folder(root: str, split: str, transform, *, skip_corrupt: bool = False, key: str = "data.root") -> ImageFolder:
-    """``<root>/<split>/<class>/<image>``; errors name the missing folder and the expected layout."""
-    return ImageFolder(Path(str(root)) / split, transform, skip_corrupt=skip_corrupt, key=key)
+LAYOUT = "train/<class>/<image>.JPEG and val/<class>/<image>.JPEG (torchvision ImageFolder)"
+
+
+def imagenet_folder(root: str | None, split: str, transform, *, skip_corrupt: bool = False,
+                    key: str = "data.root") -> ImageFolder:
+    """``<root>/<split>/<class>/<image>``; errors name the missing folder and the expected layout.
+
+    Raises:
+        FileNotFoundError: ``root`` is unset (the message names ``key`` and the layout; the paper rows leave
+            the ImageNet folder to the command line) or ``<root>/<split>`` is not a folder.
+    """
+    root = run.data_root({"root": root}, LAYOUT, key=key)
+    return ImageFolder(root / split, transform, skip_corrupt=skip_corrupt, key=key)

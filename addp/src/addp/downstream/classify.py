@@ -15,12 +15,13 @@ from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
 from repro_shared import dist, run
-from repro_shared.data import ImageFolder, SkipNoneCollate, build_loader
+from repro_shared.data import SkipNoneCollate, build_loader
 from repro_shared.finetune import (BNLinearHead, build_eval_transform, build_lars, build_linprobe_transform,
                                    build_mixup, build_train_transform, classification_criterion, eval_loader,
                                    evaluate_classifier, freeze_except, param_groups_layer_decay)
 
 from ..data.embedded import TintedDigits
+from ..data.imagenet import imagenet_folder
 from ..engine import LoopConfig, train_loop
 from ..models.vit import build_vit
 from ..weights import load_vit_backbone, resolve_run_file
@@ -50,13 +51,12 @@ def classification_data(d: DictConfig, split: str, transform) -> Dataset:
 
     Raises:
         ValueError: for an unknown ``data.name``.
+        FileNotFoundError: ``data.root`` unset or not a folder (naming the key and the layout).
     """
     if d.name == "digits":
         return DigitsPIL(split, transform, int(d.get("base_size", 32)), d.get("limit"))
     if d.name == "imagenet":
-        from pathlib import Path
-
-        return ImageFolder(Path(str(d.root)) / split, transform, skip_corrupt=bool(d.skip_corrupt), key="data.root")
+        return imagenet_folder(d.root, split, transform, skip_corrupt=bool(d.skip_corrupt))
     raise ValueError(f"unknown data.name {d.name!r}; known: digits, imagenet")
 
 
