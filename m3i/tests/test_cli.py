@@ -210,7 +210,7 @@ def test_bad_inputs_are_one_clear_error(tmp_path):
                                               "+data.sources.0.root=/nonexistent/in1k/train"], tmp_path / "a"))
     with pytest.raises(ValueError, match="unknown model.backbone 'convnext'; known: vit, internimage"):
         run_pretrain(compose_cfg("pretrain", [*TINY, "model.backbone=convnext"], tmp_path / "b"))
-    with pytest.raises(ValueError, match="48 samples, fewer than one batch of 64 .*train.batch_size"):
+    with pytest.raises(ValueError, match="48 samples, fewer than one batch of 64, .*train.batch_size"):
         run_pretrain(compose_cfg("pretrain", [*TINY, "train.batch_size=64"], tmp_path / "c"))
     with pytest.raises(ValueError, match="unknown train.recipe 'swin'; known: internimage, mae"):
         run_classifier(compose_cfg("finetune", [*TINY_FT, "train.recipe=swin"], tmp_path / "d"), "finetune")

@@ -113,7 +113,7 @@ def test_loading_on_the_main_process_leaves_the_global_rng_alone():
 
 
 def test_dataset_smaller_than_one_batch_is_an_error_with_both_numbers_and_the_key():
-    with pytest.raises(ValueError, match=r"9 samples, fewer than one batch of 64.*train\.batch_size"):
+    with pytest.raises(ValueError, match=r"9 samples, fewer than one batch of 64, so .*lower train\.batch_size \(to at most 9\)"):
         check_dataset_size(9, 64)
     with pytest.raises(ValueError, match=r"8 x 2 processes = 16.*lower data\.bs"):
         build_loader(_RandomAug(), batch_size=8, world_size=2, rank=0, batch_size_key="data.bs")

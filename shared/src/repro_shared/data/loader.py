@@ -85,9 +85,9 @@ def check_dataset_size(num_samples: int, batch_size: int, *, world_size: int = 1
     if num_samples <= 0:
         raise ValueError(f"the {name} is empty (0 samples); check the data path and its layout")
     if drop_last and num_samples < global_batch:
-        ranks = f" x {world_size} processes" if world_size > 1 else ""
+        batch = f"{batch_size} x {world_size} processes = {global_batch}" if world_size > 1 else f"{batch_size}"
         raise ValueError(
-            f"the {name} has {num_samples} samples, fewer than one batch of {batch_size}{ranks} = {global_batch}, "
+            f"the {name} has {num_samples} samples, fewer than one batch of {batch}, "
             f"so an epoch would run no step; lower {key} (to at most {num_samples // max(world_size, 1)}) or add data")
 
 
