@@ -78,7 +78,7 @@ def test_paper_rows_refuse_to_start_without_their_weights(name, runner, tmp_path
     over = [f"experiment={name}", "data.root=/data/imagenet", f"+output_dir={tmp_path}", "cache_dir=" + str(tmp_path)]
     if kind != "train":
         over.remove("cache_dir=" + str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=r"(tokenizer\.)?init\.path=None is not set\. Get it from .*(MAGE|huggingface)"):
+    with pytest.raises(FileNotFoundError, match=r"(tokenizer\.)?init\.path is not set\. Get it from .*(MAGE|huggingface)"):
         runner(cfg_of(*over, name=kind))
 
 

@@ -94,7 +94,7 @@ def test_bad_inputs_give_one_clear_error(chain, tmp_path):
         run_train(cfg_of(*base, "data.limit=20"))
     with pytest.raises(ValueError, match=r"has 96 samples, fewer than one batch of 128.*lower train.batch_size"):
         run_train(cfg_of(*base, "train.batch_size=128"))
-    with pytest.raises(FileNotFoundError, match=r"tokenizer.init.path=None is not set.*vqgan_jax_strongaug"):
+    with pytest.raises(FileNotFoundError, match=r"tokenizer.init.path is not set.*vqgan_jax_strongaug"):
         run_train(cfg_of(*base, "tokenizer.init.required=true", "tokenizer.init.source=github.com/LTH14/mage",
                          "tokenizer.init.converter='the official vqgan_jax_strongaug.ckpt loads as is'"))
     with pytest.raises(FileNotFoundError, match=r"teacher.init.path='/missing/mage.pth' does not exist"):

@@ -152,7 +152,7 @@ def test_paper_rows_refuse_to_start_without_their_imagenet_weights(tmp_path, ent
     exp = "voc_miou" if entry == "train" else "search_voc_miou"
     cfg = compose(entry, [f"experiment={exp}", "data.root=/data/VOC2012", f"output_dir={tmp_path / 'o'}"])
     depth = "101" if entry == "train" else "50"
-    with pytest.raises(FileNotFoundError, match=rf"init.path=None is not set.*resnet{depth}_v1c-.*\.pth.*"
+    with pytest.raises(FileNotFoundError, match=rf"init.path is not set.*resnet{depth}_v1c-.*\.pth.*"
                                                 rf"asl-convert-backbone.*--backbone resnet{depth}"):
         (run_train if entry == "train" else run_search)(cfg)
     assert not (tmp_path / "o").exists()  # stopped before building or writing anything

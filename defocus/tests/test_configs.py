@@ -100,7 +100,7 @@ def test_required_init_stops_before_anything_is_built(tmp_path):
              (run_evaluate, _compose("train", "experiment=in1k_base_res336", f"data.root={tmp_path}",
                                      f"+output_dir={tmp_path}/res"))]
     for fn, cfg in cases:
-        with pytest.raises(FileNotFoundError, match=r"init\.path=None is not set\. Get it from .* Then pass init\.path="):
+        with pytest.raises(FileNotFoundError, match=r"init\.path is not set\. Get it from .* Then pass init\.path="):
             fn(cfg)
     assert not any((tmp_path / d).exists() for d in ("det", "ft", "res"))  # no run folder, model or data built
     with pytest.raises(FileNotFoundError, match="is not a file"):

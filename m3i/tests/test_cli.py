@@ -214,7 +214,7 @@ def test_bad_inputs_are_one_clear_error(tmp_path):
         run_pretrain(compose_cfg("pretrain", [*TINY, "train.batch_size=64"], tmp_path / "c"))
     with pytest.raises(ValueError, match="unknown train.recipe 'swin'; known: internimage, mae"):
         run_classifier(compose_cfg("finetune", [*TINY_FT, "train.recipe=swin"], tmp_path / "d"), "finetune")
-    with pytest.raises(FileNotFoundError, match="init.path=None is not set. Get it from"):
+    with pytest.raises(FileNotFoundError, match="init.path is not set. Get it from"):
         run_classifier(compose_cfg("finetune", [*TINY_FT, "init.required=true", "+init.source=somewhere"],
                                    tmp_path / "e"), "finetune")
 

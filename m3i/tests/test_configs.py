@@ -93,5 +93,5 @@ def test_vit_rows_follow_siameseim_and_mae():
 def test_rows_that_start_from_weights_refuse_to_start_without_them(name):
     cfg = row(name)
     assert cfg.init.required
-    with pytest.raises(FileNotFoundError, match="init.path=None is not set"):
+    with pytest.raises(FileNotFoundError, match="init.path is not set"):
         check_required_init(cfg.init)

@@ -278,7 +278,8 @@ def test_required_init_stops_with_where_to_get_the_file(tmp_path):
     assert run.check_required_init(init) == tmp_path / "r50.pth"
     assert run.check_required_init(OmegaConf.create({"required": False, "path": None})) is None
     assert run.check_required_init(None) is None
-    with pytest.raises(FileNotFoundError, match="not set"):
+    with pytest.raises(FileNotFoundError, match=r"^this experiment starts from pretrained weights, but init\.path is not "
+                                                r"set\. Then pass init\.path=/path/to/weights \(or init\.required=false"):
         run.check_required_init({"required": True, "path": None})
 
 

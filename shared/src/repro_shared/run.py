@@ -137,9 +137,10 @@ def check_required_init(init: Any, *, key: str = "init") -> Path | None:
         return None
     where = f" Get it from {get('source')}." if get("source") else ""
     conv = f" Convert it with `{get('converter')}`." if get("converter") else ""
+    problem = f"{key}.path={path!r} is not a file" if path else f"{key}.path is not set"
     raise FileNotFoundError(
-        f"this experiment starts from pretrained weights, but {key}.path={path!r} is "
-        f"{'not set' if not path else 'not a file'}.{where}{conv} Then pass {key}.path=/path/to/weights "
+        f"this experiment starts from pretrained weights, but {problem}.{where}{conv} "
+        f"Then pass {key}.path=/path/to/weights "
         f"(or {key}.required=false to train from random weights, which will not reproduce the paper)")
 
 
