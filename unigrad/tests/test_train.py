@@ -82,7 +82,7 @@ def test_bad_input_fails_early_with_one_clear_error(tmp_path):
         cli.run_train(make_cfg("train", [*FAST, "model.encoder=vit_b"], tmp_path / "c"))
     with pytest.raises(ValueError, match="train.batch_size=1 per process is too small"):
         cli.run_train(make_cfg("train", [*FAST, "train.batch_size=1"], tmp_path / "d"))
-    with pytest.raises(ValueError, match=r"has 128 samples, fewer than one batch of 200 .* lower train.batch_size"):
+    with pytest.raises(ValueError, match=r"has 128 samples, fewer than one batch of 200, .* lower train.batch_size"):
         cli.run_train(make_cfg("train", [*FAST, "train.batch_size=200"], tmp_path / "e"))
     with pytest.raises(ValueError, match=r"loss.queue_size=1000 is not a multiple of the 128 keys"):
         cli.run_train(make_cfg("train", [*FAST, "loss=moco_grad", "loss.queue_size=1000"], tmp_path / "f"))
