@@ -48,6 +48,18 @@ def test_digits_fewshot_split_and_unknown_dataset():
         build_classification_data(type("C", (), {"name": "mnist", "get": lambda *a: None})(), "train", None)
 
 
+
+def test_imagenet_without_data_root_names_the_key_and_layout():
+    from omegaconf import OmegaConf
+
+    from sim.data.sources import build_pretrain_dataset
+
+    cfg = OmegaConf.create({"name": "imagenet", "root": None, "skip_corrupt": False})
+    with pytest.raises(FileNotFoundError, match=r"^data.root is not set; pass data.root=/path/to/data with train/<wnid>"):
+        build_classification_data(cfg, "val", None)
+    with pytest.raises(FileNotFoundError, match=r"^data.root is not set; pass data.root=/path/to/data with train/<wnid>"):
+        build_pretrain_dataset(cfg, None)
+
 def literal(pred, target, lam):
     p, t = pred.reshape(-1, pred.shape[-1]).double(), target.reshape(-1, target.shape[-1]).double()
     corr = t.T @ t / len(t)

@@ -13,6 +13,7 @@ from typing import Any, Callable
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
+from repro_shared import run
 from repro_shared.data import ImageFolder, require_dir
 
 from .sources import DigitsImages
@@ -107,9 +108,8 @@ def build_classification_data(data_cfg: Any, split: str, transform: Callable | N
             ds = Subset(ds, list(range(int(data_cfg.train_subset))))
         return ds, 10
     if name == "imagenet":
-        if not data_cfg.get("root"):
-            raise FileNotFoundError("data.root is not set; pass data.root=/path/to/imagenet (with train/ and val/)")
-        folder = ImageFolder(Path(str(data_cfg.root)) / split, transform, skip_corrupt=skip, key="data.root")
+        root = run.data_root(data_cfg, "train/<wnid>/<image> and val/<wnid>/<image> (ImageNet)")
+        folder = ImageFolder(root / split, transform, skip_corrupt=skip, key="data.root")
         return folder, len(folder.classes)
     if name == "folder":
         folder = ImageFolder(str(data_cfg.root), transform, skip_corrupt=skip, key="data.root")

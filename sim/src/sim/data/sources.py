@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from repro_shared import run
 from repro_shared.data import ImageFolder
 from repro_shared.toydata import load_digits, make_shapes_dataset
 
@@ -99,9 +100,7 @@ def build_pretrain_dataset(data_cfg: Any, transform: Callable) -> Dataset:
     elif name == "shapes":
         ds = ShapesImages(data_cfg.root, "train", int(data_cfg.num_images), int(data_cfg.base_size), 0, transform)
     elif name == "imagenet":
-        if not data_cfg.get("root"):
-            raise FileNotFoundError("data.root is not set; pass data.root=/path/to/imagenet (with train/<wnid>/*.JPEG)")
-        ds = ImageFolder(Path(str(data_cfg.root)) / "train", transform, skip_corrupt=bool(data_cfg.get("skip_corrupt")),
+        ds = ImageFolder(run.data_root(data_cfg, "train/<wnid>/<image> (ImageNet)") / "train", transform, skip_corrupt=bool(data_cfg.get("skip_corrupt")),
                          key="data.root")
     else:
         raise ValueError(f"unknown data.name {name!r}; known: digits, shapes, imagenet")
