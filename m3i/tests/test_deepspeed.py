@@ -70,7 +70,9 @@ def test_zero1_zero3_and_zero3_offload_follow_the_ddp_loss_trajectory(tmp_path):
         traj = _torchrun(tmp_path / name, [f"deepspeed={name}", *CPU_DS])
         assert [s for s, _ in traj] == [s for s, _ in ddp]
         for (step, a), (_, b) in zip(ddp, traj):
-            assert abs(a - b) <= 1e-4 * max(1.0, abs(a)), (name, step, a, b)
+            # measured: at most one float32 ulp (9.5e-7 at loss ~14); a target network that misses its EMA under
+            # ZeRO-3 (replicated parameters read stale full copies) drifts by 4e-6 to 3.5e-5 within these steps
+            assert abs(a - b) <= 3e-7 * max(1.0, abs(a)), (name, step, a, b)
         worst = max(abs(a - b) for (_, a), (_, b) in zip(ddp, traj))
         print(f"{name}: max |loss - DDP loss| over {len(ddp)} steps = {worst:.3g} (DDP: {[round(a, 4) for _, a in ddp]})")
         assert any((tmp_path / name / "checkpoints" / "deepspeed").iterdir())
@@ -84,13 +86,15 @@ def _last_per_step(out: Path) -> dict[int, float]:
 
 @pytest.mark.dist
 @pytest.mark.slow
-def test_zero1_resume_after_sigkill_mid_epoch_follows_the_uninterrupted_run(tmp_path):
-    """ZeRO-1 on 2 gloo ranks, 3 epochs of 4 steps, a DeepSpeed checkpoint every 3 steps; both ranks SIGKILLed after
-    step 7 (``python -m repro_shared.testing``: 14 optimizer-step hooks, as ZeRO-1's optimizer wrapper and the AdamW
-    it wraps each run them once per step), the same command again resumes from tag ``step6`` (epoch 1, batch 2) and
-    every later step's loss equals the uninterrupted run's."""
+@pytest.mark.parametrize("stage", ["zero1", "zero3"])
+def test_zero_resume_after_sigkill_mid_epoch_follows_the_uninterrupted_run(tmp_path, stage):
+    """ZeRO-1 / ZeRO-3 on 2 gloo ranks, 3 epochs of 4 steps, a DeepSpeed checkpoint every 3 steps; both ranks
+    SIGKILLed after step 7 (``python -m repro_shared.testing``: 14 optimizer-step hooks, as the ZeRO optimizer
+    wrapper and the AdamW it wraps each run them once per step), the same command again resumes from tag ``step6``
+    (epoch 1, batch 2) and every later step's loss equals the uninterrupted run's (ZeRO-3: parameters partitioned
+    over the ranks, each restored from its own shard)."""
     pytest.importorskip("deepspeed")
-    over = ["deepspeed=zero1", *CPU_DS, "train.epochs=3", "train.checkpoint_every=3"]
+    over = [f"deepspeed={stage}", *CPU_DS, "train.epochs=3", "train.checkpoint_every=3"]
     full = _torchrun(tmp_path / "full", over)
     assert [s for s, _ in full] == list(range(12))
     b = tmp_path / "killed"
@@ -104,5 +108,5 @@ def test_zero1_resume_after_sigkill_mid_epoch_follows_the_uninterrupted_run(tmp_
     want, got = dict(full), _last_per_step(b)
     assert sorted(got) == list(range(12))
     worst = max(abs(want[s] - got[s]) for s in range(6, 12))
-    print(f"ZeRO-1 resume: max |loss - uninterrupted loss| over steps 6..11 = {worst:.3g}")
+    print(f"{stage} resume: max |loss - uninterrupted loss| over steps 6..11 = {worst:.3g}")
     assert worst <= 1e-6, {s: (want[s], got[s]) for s in range(6, 12)}

@@ -185,13 +185,37 @@ class M3IModel(nn.Module):
 
     # ------------------------------------------------------------------------------------ momentum
     def momentum_parameters(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """``(target, online)`` tensors the EMA covers: backbone, decoder_embed, projector. Under DeepSpeed ZeRO-3
-        the local partitions (``ds_tensor``) are used; they line up because each pair has the same shape."""
+        """``(target, online)`` tensors the EMA covers: backbone, decoder_embed, projector.
+
+        Under DeepSpeed ZeRO-3 the local partitions (``ds_tensor``) are used; they line up because each pair has the
+        same shape. A parameter ZeRO-3 keeps replicated (``ds_persist``: small ones, below
+        ``stage3_param_persistence_threshold``) also has a full copy, which is what the forward reads and which
+        ZeRO-3 refreshes after the optimizer step only for the parameters the optimizer owns; for the target's, the
+        full copies are updated here as well (the same arithmetic on the same values as their partitions).
+
+        Raises:
+            ValueError: ZeRO-3 keeps a target parameter replicated but not its online twin (a model-wide persistence
+                limit fell between them), so no full online value is at hand.
+        """
         if self.target is None:
             return [], []
         tgt, onl = momentum_pairs(self.online, self.target)
-        pick = (lambda p: p.ds_tensor if hasattr(p, "ds_tensor") else p)
-        return [pick(p) for p in tgt], [pick(p) for p in onl]
+        t_out, o_out = [], []
+        for t, o in zip(tgt, onl):
+            if not hasattr(t, "ds_tensor"):
+                t_out.append(t)
+                o_out.append(o)
+                continue
+            t_out.append(t.ds_tensor)
+            o_out.append(o.ds_tensor)
+            if getattr(t, "ds_persist", False):
+                if not getattr(o, "ds_persist", False):
+                    raise ValueError("DeepSpeed ZeRO-3 keeps a target-network parameter replicated but not its "
+                                     f"online twin (shape {tuple(t.ds_shape)}); raise "
+                                     "stage3_model_persistence_threshold or set stage3_param_persistence_threshold=0")
+                t_out.append(t.data)
+                o_out.append(o.data)
+        return t_out, o_out
 
     @torch.no_grad()
     def momentum_update(self, momentum: float) -> None:
