@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from repro_shared.ssl.geometry import absolute_sincos_embedding
+from repro_shared.ssl.momentum import momentum_pairs
 from m3i.losses import M3IObjective, category_loss
 from m3i.models.internimage import InternImage
 from m3i.models.m3i import M3IModel, mix_pixels, split_by_mix
@@ -78,6 +79,36 @@ def test_momentum_update_is_the_ema_formula_over_backbone_decoder_embed_and_proj
         torch.testing.assert_close(v, 0.9 * before[k] + 0.1 * online[k])
     assert any(k.startswith("backbone.blocks") for k in before) and any(k.startswith("projector") for k in before)
 
+
+
+def _fake_zero3(model, persist_online=True):
+    """ZeRO-3's parameter attributes without DeepSpeed: every parameter gets a partition (``ds_tensor``, here the
+    first half of its values) and is kept replicated (``ds_persist``), as ZeRO-3 does for small parameters."""
+    for branch, persist in ((model.target, True), (model.online, persist_online)):
+        for p in branch.parameters():
+            p.ds_tensor = p.data.flatten()[: max(1, p.numel() // 2)].clone()
+            p.ds_persist, p.ds_shape = persist, p.shape
+
+
+def test_momentum_update_under_zero3_reaches_partitions_and_replicated_full_copies():
+    """The forward reads a replicated parameter's full copy, and ZeRO-3 refreshes full copies only for the
+    parameters its optimizer owns: the EMA must update the target's partitions and its full copies alike."""
+    model = vit_model()
+    with torch.no_grad():
+        for p in model.online.parameters():
+            p.add_(1.0)
+    _fake_zero3(model)
+    tgt, onl = momentum_pairs(model.online, model.target)
+    full_before = [p.data.clone() for p in tgt]
+    part_before = [p.ds_tensor.clone() for p in tgt]
+    model.momentum_update(0.9)
+    for p, o, fb, pb in zip(tgt, onl, full_before, part_before):
+        torch.testing.assert_close(p.data, 0.9 * fb + 0.1 * o.data)
+        torch.testing.assert_close(p.ds_tensor, 0.9 * pb + 0.1 * o.ds_tensor)
+    model = vit_model()
+    _fake_zero3(model, persist_online=False)
+    with pytest.raises(ValueError, match="keeps a target-network parameter replicated but not its online twin"):
+        model.momentum_update(0.9)
 
 def test_identity_queries_carry_the_absolute_positions_and_inter_queries_the_geometry_of_image_i_minus_1():
     model = vit_model().eval()
