@@ -8,8 +8,6 @@ An unreadable image is an error naming the file; ``data.skip_corrupt=true`` skip
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from torchvision import transforms
 
 from repro_shared import run

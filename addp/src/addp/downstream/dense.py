@@ -34,7 +34,6 @@ from .classify import resolved_init
 __all__ = ["run_detection", "run_segmentation"]
 
 
-
 def _encoder(cfg: DictConfig, init_path, log):
     """The ADDP encoder as a timm ViT at its pre-training size (the trunk resizes the position table)."""
     m = cfg.model
